@@ -1,0 +1,23 @@
+"""vaequery: conditional queries on a pretrained VAE, answered in batch by many backends."""
+
+from vaequery import backends, likelihoods, testing
+from vaequery.fit import InferenceError
+from vaequery.posterior import Posterior
+from vaequery.query import Query
+from vaequery.schema import Feature, Schema
+from vaequery.vae import VAE, from_decoder
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE",
+    "Feature",
+    "InferenceError",
+    "Posterior",
+    "Query",
+    "Schema",
+    "backends",
+    "from_decoder",
+    "likelihoods",
+    "testing",
+]

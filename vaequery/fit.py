@@ -1,0 +1,97 @@
+"""The batch driver: every row of a query answered in one compiled program.
+
+:func:`run` resolves the backend, builds the :class:`~vaequery.model.Target` and
+calls one ``equinox.filter_jit``-compiled function that vmaps
+``backend.run_one`` over rows (``lax.map`` over chunks of rows when
+``chunk_size`` is given, to bound memory). The compiled program is cached per
+(backend hyper-parameters, model, batch shape): a second query of the same shape
+does not recompile.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaequery.backends import _base
+
+
+class InferenceError(FloatingPointError):
+    """Inference produced a non-finite loss or non-finite draws."""
+
+
+def as_key(key):
+    """An int seed or a JAX key -> a new-style typed PRNG key."""
+    if isinstance(key, (int, np.integer)):
+        return jax.random.key(int(key))
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if key.shape == (2,) and key.dtype == jnp.uint32:  # legacy PRNGKey
+        return jax.random.wrap_key_data(key)
+    raise TypeError(f"key must be an int or a jax.random.key, got {key!r}")
+
+
+def _map_rows(fn, xs, chunk_size):
+    if chunk_size is None:
+        return jax.vmap(fn)(*xs)
+    return jax.lax.map(lambda a: fn(*a), xs, batch_size=chunk_size)
+
+
+@eqx.filter_jit
+def _run_batch(backend, target, likelihood, keys, num_draws, chunk_size):
+    def one(k, row):
+        fit = backend.run_one(k, target, row, num_draws)
+        return fit, likelihood.mean(target.decode_fn(fit.z))
+
+    return _map_rows(one, (keys, target.data), chunk_size)
+
+
+def run(query, backend, key=0, *, num_draws=None, chunk_size=None, **hyperparameters):
+    """Run ``backend`` on every row of ``query``; see :meth:`vaequery.Query.infer`."""
+    from vaequery.posterior import Posterior
+
+    backend = _base.get(backend, **hyperparameters)
+    model = query.model
+    if backend.needs_encoder and model.encode_fn is None:
+        no_enc = [n for n, c in _base._REGISTRY.items() if not c.needs_encoder]
+        raise ValueError(
+            f"backend {backend.name!r} needs the model's encoder and this model has "
+            f"none; backends that work without one: {sorted(no_enc)}"
+        )
+    num_draws = int(num_draws or backend.default_num_draws)
+    if chunk_size is not None:
+        chunk_size = int(chunk_size)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if chunk_size >= query.num_queries:
+            chunk_size = None
+    target = query.target()
+    key = as_key(key)
+    keys = jax.random.split(key, query.num_queries)
+    fit, x_model = _run_batch(backend, target, model.likelihood, keys, num_draws, chunk_size)
+    loss = np.asarray(fit.loss)
+    z = np.asarray(fit.z)
+    bad = ~np.isfinite(loss).all(axis=tuple(range(1, loss.ndim))) if loss.size else None
+    bad_z = ~np.isfinite(z).reshape(z.shape[0], -1).all(-1)
+    rows = np.flatnonzero(bad_z if bad is None else (bad | bad_z))
+    if rows.size:
+        raise InferenceError(
+            f"backend {backend.name!r} produced a non-finite loss or draws for "
+            f"{rows.size} of {query.num_queries} queries (rows {rows[:10].tolist()}"
+            f"{'...' if rows.size > 10 else ''}); try a smaller learning_rate or more "
+            "num_samples"
+        )
+    x_model = np.asarray(x_model)
+    return Posterior(
+        query=query,
+        backend=backend,
+        state=fit.state,
+        z=z,
+        x_model=x_model,
+        loss=loss,
+        info=fit.info,
+        key=key,
+    )

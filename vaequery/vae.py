@@ -1,0 +1,155 @@
+"""The user-facing model object: a decoder, its likelihood, a schema and maybe an encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax.numpy as jnp
+
+from vaequery.likelihoods import Likelihood, make_likelihood
+from vaequery.model import build_numpyro_model, target_functions
+from vaequery.schema import Feature, Schema
+
+
+class VAE:
+    """A pretrained decoder ready for conditional queries.
+
+    Build one with :func:`vaequery.from_decoder` or load one with
+    :func:`vaequery.pretrained` / :func:`vaequery.load`. The object is immutable
+    in use: the NumPyro model and its log-densities are built once here, so every
+    query of the same shape reuses one compiled program.
+
+    Parameters
+    ----------
+    decode_fn : callable
+        ``z[..., d] -> params`` for ``likelihood``.
+    latent_dim : int
+    schema : Schema
+    likelihood : Likelihood
+    encode_fn : callable, optional
+        ``x[..., D] -> (loc, scale)``; needed by encoder-based backends and used
+        to initialise VI (QAVI).
+    metadata : dict, optional
+        Free-form information (training recipe, test ELBO, versions).
+    """
+
+    def __init__(
+        self,
+        decode_fn: Callable,
+        latent_dim: int,
+        schema: Schema,
+        likelihood: Likelihood,
+        encode_fn: Callable | None = None,
+        metadata: dict | None = None,
+    ):
+        if int(latent_dim) < 1:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
+        self.decode_fn = decode_fn
+        self.latent_dim = int(latent_dim)
+        self.schema = schema
+        self.likelihood = likelihood
+        self.encode_fn = encode_fn
+        self.metadata = dict(metadata or {})
+        self._numpyro_model = build_numpyro_model(decode_fn, likelihood, self.latent_dim)
+        self._target_fns = target_functions(self._numpyro_model)
+
+    @property
+    def num_features(self) -> int:
+        """Number of columns ``D``."""
+        return len(self.schema)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Column names in order."""
+        return self.schema.names
+
+    def decode_mean(self, z):
+        """Predictive mean of ``x`` in model (standardised) units, ``[..., D]``."""
+        return self.likelihood.mean(self.decode_fn(jnp.asarray(z)))
+
+    def given(self, X=None, /, *, observed=None, **values):
+        """Start a query by stating the evidence.
+
+        Parameters
+        ----------
+        X : array ``[N, D]`` or ``[D]``, optional
+            Evidence in raw units; NaN marks an unobserved feature. A
+            ``vaequery.datasets`` table is accepted too.
+        observed : bool array like ``X``, optional
+            Explicit observed mask (then entries outside it may hold anything).
+        **values
+            Evidence by feature name, e.g. ``given(alcohol=12.5, pH=3.1)``; a
+            single query row. Cannot be combined with ``X``.
+
+        Returns
+        -------
+        vaequery.query.Query
+            Target defaults to every unobserved feature; use ``.predict``.
+        """
+        from vaequery.query import Query
+
+        return Query.from_evidence(self, X, observed=observed, values=values)
+
+    def __repr__(self) -> str:
+        enc = ", encoder" if self.encode_fn is not None else ""
+        return (
+            f"VAE(latent_dim={self.latent_dim}, features={self.num_features}, "
+            f"likelihood={type(self.likelihood).__name__}{enc})"
+        )
+
+
+def from_decoder(
+    decode_fn: Callable,
+    latent_dim: int,
+    features: int | Sequence[str | Feature] | Schema,
+    likelihood="gaussian",
+    *,
+    scale: float = 1.0,
+    encode_fn: Callable | None = None,
+) -> VAE:
+    """Wrap any decoder function as a queryable model.
+
+    Parameters
+    ----------
+    decode_fn : callable
+        ``z[..., d] -> params``. For ``likelihood="gaussian"`` return either the
+        mean ``[..., D]`` (observation scale fixed to ``scale``) or a dict
+        ``{"loc", "scale"}``; for ``"bernoulli"`` the logits ``[..., D]``; for
+        ``"categorical"`` logits ``[..., D, K]``; for ``"mixed"`` see
+        :mod:`vaequery.likelihoods`.
+    latent_dim : int
+        Dimension ``d`` of ``z``; the prior is ``N(0, I_d)``.
+    features : int, list of names/Features, or Schema
+        Column names (or just their number, giving ``x0, x1, ...``).
+    likelihood : str or Likelihood
+        ``"gaussian"``, ``"bernoulli"``, ``"categorical"``, ``"mixed"`` or an
+        instance. With ``"mixed"``, ``features`` must carry kinds.
+    scale : float
+        Fixed Gaussian observation scale.
+    encode_fn : callable, optional
+        ``x[..., D] -> (loc, scale)`` amortised encoder.
+
+    Returns
+    -------
+    VAE
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, vaequery as vq
+    >>> W = jnp.array([[1.0], [2.0], [0.5]])
+    >>> vae = vq.from_decoder(lambda z: z @ W.T, latent_dim=1,
+    ...                       features=["a", "b", "c"], scale=0.5)
+    >>> vae.given(a=1.0).predict("b").target_mask.tolist()
+    [[False, True, False]]
+    """
+    if isinstance(features, Schema):
+        schema = features
+    elif isinstance(features, int):
+        schema = Schema.from_names([f"x{i}" for i in range(features)])
+    else:
+        schema = Schema(tuple(features))
+    if likelihood == "bernoulli" and all(f.kind == "real" for f in schema):
+        # names alone were given: a Bernoulli model's columns are binary
+        schema = Schema(tuple(Feature(f.name, "binary") for f in schema))
+    lik = make_likelihood(likelihood, schema, scale=scale)
+    return VAE(decode_fn, latent_dim, schema, lik, encode_fn=encode_fn)
