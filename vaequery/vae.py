@@ -88,7 +88,10 @@ class VAE:
         """
         from vaequery.query import Query
 
-        return Query.from_evidence(self, X, observed=observed, values=values)
+        q = Query.from_evidence(self, X, observed=observed, values=values)
+        # A masked table from vaequery.datasets carries its own target mask.
+        target = getattr(X, "target_mask", None)
+        return q if target is None else q.predict(target=target)
 
     def __repr__(self) -> str:
         enc = ", encoder" if self.encode_fn is not None else ""

@@ -1,0 +1,32 @@
+"""Shared fixtures and per-backend fast settings for the test-suite."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from vaequery.testing import LinearGaussian  # noqa: E402
+
+#: Cheap hyper-parameters per backend for the contract test (shapes, determinism,
+#: no NaN, no recompile). Each backend module adds its own entry here.
+FAST = {
+    "gaussian": dict(num_steps=20, num_samples=8),
+}
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    """8 features, 3 latents, sigma 0.5: the default linear-Gaussian oracle."""
+    return LinearGaussian.random(0, num_features=8, latent_dim=3, sigma=0.5)
+
+
+@pytest.fixture(scope="session")
+def oracle_batch(oracle):
+    """64 queries with random ~50 % masks: (x_true, observed)."""
+    _, x = oracle.sample(1, 64)
+    rng = np.random.default_rng(2)
+    observed = rng.random(x.shape) < 0.5
+    return x, observed
