@@ -14,6 +14,10 @@ from vaequery.testing import LinearGaussian  # noqa: E402
 #: no NaN, no recompile). Each backend module adds its own entry here.
 FAST = {
     "gaussian": dict(num_steps=20, num_samples=8),
+    "nuts": dict(num_warmup=20, num_chains=2, max_num_doublings=4),
+    "hmc": dict(num_warmup=20, num_chains=2, num_integration_steps=4),
+    "mwg": dict(num_burnin=3, num_chains=2),
+    "pseudo_gibbs": dict(num_burnin=3, num_chains=2),
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpyro
@@ -86,6 +87,10 @@ class Target(NamedTuple):
         ``x[..., D] -> (loc, scale)`` if the model has an encoder.
     data : dict
         ``{"x": [N, D], "observed": bool [N, D]}``; a *row* is one slice of it.
+    sample_x_fn : callable or None
+        ``(key, z[d]) -> x[D]``: one draw of every feature from ``p(x | z)``
+        in model units (Gibbs-type backends impute with it); ``None`` if the
+        model cannot sample.
     """
 
     logdensity_fn: Callable
@@ -94,6 +99,7 @@ class Target(NamedTuple):
     decode_fn: Callable
     encode_fn: Callable | None
     data: dict
+    sample_x_fn: Callable | None = None
 
     def loglik_fn(self, z, row):
         """``log p(x_O | z)`` for one row (log-density minus log-prior)."""
@@ -103,6 +109,20 @@ class Target(NamedTuple):
     def num_queries(self) -> int:
         """Number of rows in ``data``."""
         return int(jax.tree_util.tree_leaves(self.data)[0].shape[0])
+
+
+class DecoderSampler(eqx.Module):
+    """``(key, z[..., d]) -> x[..., D]``: a draw from ``p(x | z)``.
+
+    A module, not a closure, so that equal models give equal (hashable) targets
+    and a jitted backend is not recompiled for every query.
+    """
+
+    decode_fn: Callable
+    likelihood: object
+
+    def __call__(self, key, z):
+        return self.likelihood.sample(key, self.decode_fn(z))
 
 
 def target_functions(numpyro_model, latent_site: str = "z"):

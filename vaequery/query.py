@@ -181,6 +181,8 @@ class Query:
         """The :class:`vaequery.model.Target` backends consume (all rows)."""
         import jax.numpy as jnp
 
+        from vaequery.model import DecoderSampler
+
         logdensity_fn, logprior_fn = self.model._target_fns
         return Target(
             logdensity_fn=logdensity_fn,
@@ -189,6 +191,7 @@ class Query:
             decode_fn=self.model.decode_fn,
             encode_fn=self.model.encode_fn,
             data={k: jnp.asarray(v) for k, v in self.data.items()},
+            sample_x_fn=DecoderSampler(self.model.decode_fn, self.model.likelihood),
         )
 
     # ----------------------------------------------------------------- infer

@@ -42,6 +42,56 @@ class LinearGaussian:
         W = weight_scale * rng.standard_normal((num_features, latent_dim))
         return cls(W, rng.standard_normal(num_features), sigma)
 
+    def orthogonalised(self):
+        """The same model of ``x`` with ``z`` rotated so ``W``'s columns are orthogonal.
+
+        ``z -> V^T z`` (``W = U S V^T``) leaves ``p(x)`` unchanged; afterwards
+        the posterior given *all* features has a diagonal covariance, so the
+        diagonal :meth:`encoder` is exact.
+        """
+        _, _, Vt = np.linalg.svd(self.W, full_matrices=False)
+        return LinearGaussian(self.W @ Vt.T, self.b, self.sigma)
+
+    def encoder(self, shift=0.0, scale_factor=1.0):
+        """Amortised encoder ``x[..., D] -> (loc [..., d], scale [..., d])``.
+
+        The posterior given every feature, ``N(mu, Sigma)`` with
+        ``Sigma = (I + W^T W / sigma^2)^{-1}`` and
+        ``mu = Sigma W^T (x - b) / sigma^2``, reduced to its mean and the
+        marginal standard deviations. It is exactly ``p(z | x)`` when ``W^T W``
+        is diagonal (see :meth:`orthogonalised`). ``shift`` (added to the
+        mean) and ``scale_factor`` (multiplying the standard deviations) make a
+        deliberately wrong encoder, e.g. to expose pseudo-Gibbs's bias.
+        """
+        import jax.numpy as jnp
+
+        cov = np.linalg.inv(np.eye(self.latent_dim) + self.W.T @ self.W / self.sigma**2)
+        A = jnp.asarray(cov @ self.W.T / self.sigma**2, jnp.float32)  # [d, D]
+        b = jnp.asarray(self.b, jnp.float32)
+        sd = jnp.asarray(scale_factor * np.sqrt(np.diag(cov)), jnp.float32)
+        shift = jnp.asarray(shift, jnp.float32)
+
+        def encode(x):
+            x = jnp.asarray(x)
+            loc = (x - b) @ A.T + shift
+            return loc, jnp.broadcast_to(sd, loc.shape)
+
+        return encode
+
+    def vae_with_encoder(self, names=None, shift=0.0, scale_factor=1.0):
+        """:meth:`vae` with :meth:`encoder` attached (for encoder-based backends)."""
+        from vaequery.vae import from_decoder
+
+        names = names or [f"x{i}" for i in range(self.num_features)]
+        return from_decoder(
+            self.decode,
+            self.latent_dim,
+            names,
+            "gaussian",
+            scale=self.sigma,
+            encode_fn=self.encoder(shift, scale_factor),
+        )
+
     def decode(self, z):
         """``E[x | z] = W z + b`` for ``z: [..., d]`` (JAX-traceable)."""
         import jax.numpy as jnp

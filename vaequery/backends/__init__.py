@@ -11,11 +11,18 @@ from vaequery.backends._base import (
     register,
 )
 from vaequery.backends.gaussian import Gaussian
+from vaequery.backends.gibbs import MetropolisWithinGibbs, PseudoGibbs
+from vaequery.backends.hmc import HMC, NUTS, MCMCBackend
 
 __all__ = [
     "Backend",
     "Fit",
     "Gaussian",
+    "HMC",
+    "MCMCBackend",
+    "MetropolisWithinGibbs",
+    "NUTS",
+    "PseudoGibbs",
     "VIBackend",
     "VIState",
     "available",

@@ -25,6 +25,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+import paramax
 
 _REGISTRY: dict[str, type] = {}
 
@@ -131,6 +132,22 @@ class VIState(NamedTuple):
     opt_state: Any
 
 
+_OPTIMIZERS = ("adam", "lbfgs")
+
+
+def _is_leaf(x) -> bool:
+    return isinstance(x, paramax.NonTrainable)
+
+
+def split_trainable(params):
+    """``(trainable, rest)``: inexact arrays not wrapped in ``paramax.NonTrainable``.
+
+    Variational parameters may be any pytree, e.g. a whole flowjax flow whose
+    integer masks and permutations must ride along untouched.
+    """
+    return eqx.partition(params, eqx.is_inexact_array, is_leaf=_is_leaf)
+
+
 class VIBackend(Backend):
     r"""Shared machinery of the variational backends.
 
@@ -144,21 +161,49 @@ class VIBackend(Backend):
     QAVI eq. (3). The entropy is analytic when the family has one, else the
     Monte-Carlo estimate :math:`-\frac1S\sum_s \log q(z_s)`.
 
+    Two optimisers are offered. ``"adam"`` draws fresh noise every step (QAVI).
+    ``"lbfgs"`` (:func:`optax.lbfgs` with its zoom line search) optimises the
+    *de-randomised* objective of Wu, Domke & Sanner: one set of ``num_samples``
+    noise draws is fixed for the whole run, so the line search sees a
+    deterministic function; each step then costs several objective evaluations.
+    ``learning_rate`` is ignored by L-BFGS (the line search picks the step).
+
+    The parameters may be any pytree; only inexact arrays that are not wrapped
+    in :class:`paramax.NonTrainable` are optimised (see :func:`split_trainable`).
+
     Parameters
     ----------
     num_steps : int
         Optimisation steps (QAVI: 300).
     num_samples : int
-        Monte-Carlo samples ``S`` per step (QAVI: 100).
+        Monte-Carlo samples ``S`` per step (QAVI: 100; Wu et al. fix 500 noise
+        draws for MNIST).
     learning_rate : float or optax schedule
+        Adam's step size.
     beta : float
         KL weight (1 for tables; QAVI uses 20 for images).
+    optimizer : {"adam", "lbfgs"}
+        See above.
     """
 
     num_steps: int = 300
     num_samples: int = 100
     learning_rate: Any = 0.1
     beta: float = 1.0
+    optimizer: str = "adam"
+
+    def __check_init__(self):
+        _check_int("num_steps", self.num_steps, 1)
+        _check_int("num_samples", self.num_samples, 1)
+        if not (isinstance(self.beta, (int, float)) and self.beta > 0):
+            raise ValueError(f"beta must be a positive number, got {self.beta!r}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+        lr = self.learning_rate
+        if not callable(lr) and not (isinstance(lr, (int, float)) and lr > 0):
+            raise ValueError(
+                f"learning_rate must be a positive number or an optax schedule, got {lr!r}"
+            )
 
     def init_params(self, key, target, row):
         """Initial variational parameters for one row."""
@@ -168,36 +213,97 @@ class VIBackend(Backend):
         """Analytic entropy of ``q``, or ``None`` to use the Monte-Carlo estimate."""
         return None
 
-    def optimizer(self) -> optax.GradientTransformation:
-        """The optax optimiser (Adam with this backend's learning rate)."""
+    def adam(self) -> optax.GradientTransformation:
+        """Adam with this backend's learning rate (subclasses add schedules)."""
         return optax.adam(self.learning_rate)
 
+    def transformation(self) -> optax.GradientTransformation:
+        """The optax optimiser selected by ``optimizer``."""
+        if self.optimizer == "lbfgs":
+            return optax.lbfgs()
+        return self.adam()
+
     def loss_fn(self, params, key, target, row):
-        """Negative ELBO (a Monte-Carlo estimate with ``num_samples`` draws)."""
+        """Negative ELBO (a Monte-Carlo estimate with ``num_samples`` draws).
+
+        Subclasses with their own gradient estimator return a surrogate whose
+        value is this estimate and whose gradient is the estimator.
+        """
         z, log_q = self.sample_and_log_prob(params, key, self.num_samples)
         return negative_elbo(z, log_q, self.entropy(params), target, row, self.beta)
 
     def init(self, key, target, row) -> VIState:
         """Initial :class:`VIState` for one row."""
         params = self.init_params(key, target, row)
-        return VIState(params, self.optimizer().init(params))
+        return VIState(params, self.transformation().init(split_trainable(params)[0]))
 
     def step(self, state: VIState, key, target, row):
-        """One optimisation step; returns ``(state, loss)``."""
-        loss, grads = jax.value_and_grad(self.loss_fn)(state.params, key, target, row)
-        updates, opt_state = self.optimizer().update(grads, state.opt_state, state.params)
-        return VIState(optax.apply_updates(state.params, updates), opt_state), loss
+        """One optimisation step; returns ``(state, loss)``.
+
+        With L-BFGS, ``key`` must be the same at every step (the fixed noise).
+        """
+        train, rest = split_trainable(state.params)
+
+        def f(p):
+            return self.loss_fn(eqx.combine(p, rest), key, target, row)
+
+        opt = self.transformation()
+        if self.optimizer == "lbfgs":
+            loss, grads = optax.value_and_grad_from_state(f)(train, state=state.opt_state)
+            updates, opt_state = opt.update(
+                grads, state.opt_state, train, value=loss, grad=grads, value_fn=f
+            )
+        else:
+            loss, grads = jax.value_and_grad(f)(train)
+            updates, opt_state = opt.update(grads, state.opt_state, train)
+        params = eqx.combine(optax.apply_updates(train, updates), rest)
+        return VIState(params, opt_state), loss
+
+    def after_step(self, state: VIState, i, key, target, row) -> VIState:
+        """Hook run after step ``i`` (e.g. re-initialising collapsed components)."""
+        return state
 
     def run_one(self, key, target, row, num_draws):
         k_init, k_steps, k_draw = jax.random.split(key, 3)
         state = self.init(k_init, target, row)
+        if self.optimizer == "lbfgs":
+            # de-randomised objective: the same noise at every step (Wu et al.)
+            keys = jnp.broadcast_to(k_steps, (self.num_steps,) + k_steps.shape)
+        else:
+            keys = jax.random.split(k_steps, self.num_steps)
+        k_after = jax.random.split(jax.random.fold_in(k_steps, 1), self.num_steps)
 
-        def body(s, k):
-            return self.step(s, k, target, row)
+        def body(s, xs):
+            i, k, ka = xs
+            s, loss = self.step(s, k, target, row)
+            return self.after_step(s, i, ka, target, row), loss
 
-        state, loss = jax.lax.scan(body, state, jax.random.split(k_steps, self.num_steps))
-        z, _ = self.sample_and_log_prob(state.params, k_draw, num_draws)
-        return Fit(state.params, z, loss, {"final_loss": loss[-1]})
+        # Only arrays may ride in the scan carry; a flow's non-array leaves
+        # (activation functions, shapes) are closed over instead.
+        arrays, static = eqx.partition(state, eqx.is_array)
+
+        def scan_body(a, xs):
+            s, loss = body(eqx.combine(a, static), xs)
+            return eqx.filter(s, eqx.is_array), loss
+
+        xs = (jnp.arange(self.num_steps), keys, k_after)
+        arrays, loss = jax.lax.scan(scan_body, arrays, xs)
+        params = eqx.combine(arrays, static).params
+        z, _ = self.sample_and_log_prob(params, k_draw, num_draws)
+        return Fit(self.export(params), z, loss, {"final_loss": loss[-1]})
+
+    def export(self, params):
+        """The fitted state handed to :class:`Fit`: the array leaves of ``params``.
+
+        ``sample_and_log_prob`` must accept it (flows rebuild their non-array
+        structure from a template; see :mod:`vaequery.backends.iaf`).
+        """
+        return eqx.filter(params, eqx.is_array)
+
+
+def _check_int(name, value, lo):
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
 
 
 def negative_elbo(z, log_q, entropy, target, row, beta):

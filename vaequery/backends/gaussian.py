@@ -60,7 +60,7 @@ class Gaussian(VIBackend):
     init_scale: float = 1.0
     use_encoder: bool = True
 
-    def optimizer(self):
+    def adam(self):
         return optax.adam(_schedule(self.learning_rate, self.num_steps))
 
     def init_params(self, key, target, row):

@@ -1,0 +1,225 @@
+r"""Hamiltonian Monte Carlo and NUTS from BlackJAX, several chains per query.
+
+For one query the target is the unnormalised posterior
+:math:`\log p(z) + \log p(x_O \mid z)` (:attr:`vaequery.model.Target.logdensity_fn`).
+Each of ``num_chains`` chains
+
+1. starts from its own draw of the prior :math:`\mathcal N(0, I)`: VAE posteriors
+   given a few features are often multimodal, and chains started at one point
+   tend to share a mode and hide it from R-hat (``../shared/API_NOTES.md`` §2);
+2. runs Stan's window adaptation (``blackjax.window_adaptation``) for
+   ``num_warmup`` steps, tuning its step size to ``target_accept`` and a
+   diagonal inverse mass matrix;
+3. draws ``num_draws`` states with the adapted kernel in a ``lax.scan``.
+
+Chains are vmapped inside :meth:`run_one`, and :func:`vaequery.fit.run` vmaps
+over queries, so a batch of ``N`` queries is one compiled program running
+``N × num_chains`` chains in lock-step.
+
+Importance proposal
+    MCMC has no density of its own, so ``Fit.state`` is a Gaussian fitted to the
+    pooled draws of all chains (mean and Cholesky factor of the covariance),
+    with the standard deviations multiplied by ``proposal_scale`` (1.2 by
+    default) and a small ridge added: a slightly wider proposal keeps the
+    importance weights of the IWAE likelihood bounded when the posterior has
+    heavier tails than the fitted Gaussian. It is a *proposal*, not the
+    posterior; the draws are in ``Posterior.z``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import blackjax
+import blackjax.adaptation.base
+import jax
+import jax.numpy as jnp
+
+from vaequery.backends._base import Backend, Fit, register
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def fit_gaussian(z, scale=1.2, ridge=1e-4):
+    """Gaussian ``{"loc": [d], "chol": [d, d]}`` fitted to draws ``z: [..., d]``.
+
+    The covariance is the sample covariance of all draws (chains pooled),
+    multiplied by ``scale**2``, plus ``ridge`` on the diagonal.
+    """
+    d = z.shape[-1]
+    flat = z.reshape(-1, d)
+    loc = flat.mean(0)
+    centred = flat - loc
+    n = flat.shape[0]
+    cov = centred.T @ centred / max(n - 1, 1)
+    cov = scale**2 * cov + ridge * jnp.eye(d, dtype=z.dtype)
+    return {"loc": loc, "chol": jnp.linalg.cholesky(cov)}
+
+
+def gaussian_sample_and_log_prob(state, key, n):
+    """``n`` draws of ``N(loc, chol chol^T)`` and their log-densities."""
+    loc, chol = state["loc"], state["chol"]
+    d = loc.shape[-1]
+    eps = jax.random.normal(key, (n, d), loc.dtype)
+    z = loc + eps @ chol.T
+    log_det = jnp.sum(jnp.log(jnp.abs(jnp.diagonal(chol))))
+    log_q = -0.5 * jnp.sum(eps**2, -1) - log_det - 0.5 * d * _LOG_2PI
+    return z, log_q
+
+
+class MCMCBackend(Backend):
+    """Shared parts of the MCMC backends: chains, the Gaussian proposal.
+
+    Subclasses implement ``_chain(key, z0, target, row, num_draws)`` returning
+    ``(z [num_draws, d], info dict)`` for one chain.
+    """
+
+    family: ClassVar[str] = "mcmc"
+    num_chains: int = 4
+    proposal_scale: float = 1.2
+
+    @property
+    def default_num_draws(self) -> int:
+        return 250
+
+    def _check(self):
+        if int(self.num_chains) < 1:
+            raise ValueError(f"num_chains must be >= 1, got {self.num_chains}")
+
+    def _initial_positions(self, key, target, row):
+        return jax.random.normal(key, (int(self.num_chains), target.latent_dim))
+
+    def run_one(self, key, target, row, num_draws):
+        self._check()
+        k0, k_chains = jax.random.split(key)
+        z0 = self._initial_positions(k0, target, row)
+        keys = jax.random.split(k_chains, int(self.num_chains))
+        z, info = jax.vmap(lambda k, z_init: self._chain(k, z_init, target, row, num_draws))(
+            keys, z0
+        )
+        state = fit_gaussian(z, self.proposal_scale)
+        return Fit(state, z, jnp.zeros((0,), z.dtype), info)
+
+    def sample_and_log_prob(self, state, key, n):
+        return gaussian_sample_and_log_prob(state, key, n)
+
+
+class _BlackjaxHMC(MCMCBackend):
+    num_warmup: int = 500
+    target_accept: float = 0.8
+
+    def _algorithm(self):
+        raise NotImplementedError
+
+    def _extra(self) -> dict:
+        return {}
+
+    def _check(self):
+        super()._check()
+        if int(self.num_warmup) < 0:
+            raise ValueError(f"num_warmup must be >= 0, got {self.num_warmup}")
+        if not 0 < self.target_accept < 1:
+            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
+
+    def _chain(self, key, z0, target, row, num_draws):
+        def logdensity(z):
+            return target.logdensity_fn(z, row)
+
+        algo = self._algorithm()
+        k_warm, k_draw = jax.random.split(key)
+        warm = blackjax.window_adaptation(
+            algo,
+            logdensity,
+            target_acceptance_rate=self.target_accept,
+            adaptation_info_fn=blackjax.adaptation.base.get_filter_adapt_info_fn(),
+            **self._extra(),
+        )
+        (state, params), _ = warm.run(k_warm, z0, num_steps=int(self.num_warmup))
+        kernel = algo(logdensity, **{**self._extra(), **params})
+
+        def one(s, k):
+            s, info = kernel.step(k, s)
+            return s, (
+                s.position,
+                info.acceptance_rate,
+                info.is_divergent,
+                info.num_integration_steps,
+            )
+
+        _, (z, acc, div, nsteps) = jax.lax.scan(one, state, jax.random.split(k_draw, num_draws))
+        info = {
+            "acceptance_rate": acc,
+            "diverging": div,
+            "num_integration_steps": jnp.asarray(nsteps, jnp.int32),
+            "step_size": params["step_size"],
+        }
+        return z, info
+
+
+@register("nuts")
+class NUTS(_BlackjaxHMC):
+    """No-U-Turn sampler (BlackJAX) with window adaptation, several chains per query.
+
+    Parameters
+    ----------
+    num_chains : int, default 4
+        Chains per query, each started from its own prior draw.
+    num_warmup : int, default 500
+        Window-adaptation steps (step size and diagonal mass matrix), discarded.
+    target_accept : float, default 0.8
+        Target mean acceptance probability of the step-size adaptation.
+    max_num_doublings : int, default 10
+        Maximum tree depth (at most ``2**max_num_doublings`` leapfrog steps).
+    proposal_scale : float, default 1.2
+        Inflation of the standard deviations of the Gaussian fitted to the
+        draws, which serves as the IWAE/PSIS proposal (module docstring).
+
+    Notes
+    -----
+    ``num_draws`` (default 250) is per chain: ``Posterior.z`` is
+    ``[N, num_chains, num_draws, d]``. ``Fit.info`` holds, per query,
+    ``acceptance_rate`` and ``diverging`` ``[chains, draws]``,
+    ``num_integration_steps`` ``[chains, draws]`` and the adapted
+    ``step_size`` ``[chains]``.
+    """
+
+    max_num_doublings: int = 10
+
+    def _algorithm(self):
+        return blackjax.nuts
+
+    def _extra(self):
+        return {"max_num_doublings": int(self.max_num_doublings)}
+
+
+@register("hmc")
+class HMC(_BlackjaxHMC):
+    """Static-path Hamiltonian Monte Carlo (BlackJAX) with window adaptation.
+
+    Parameters
+    ----------
+    num_chains : int, default 4
+        Chains per query, each started from its own prior draw.
+    num_warmup : int, default 500
+        Window-adaptation steps (step size and diagonal mass matrix), discarded.
+    target_accept : float, default 0.8
+        Target mean acceptance probability of the step-size adaptation.
+    num_integration_steps : int, default 16
+        Leapfrog steps per proposal (fixed; NUTS chooses it per step).
+    proposal_scale : float, default 1.2
+        Inflation of the standard deviations of the Gaussian fitted to the
+        draws, which serves as the IWAE/PSIS proposal.
+
+    Notes
+    -----
+    Draws and ``Fit.info`` as for :class:`NUTS`.
+    """
+
+    num_integration_steps: int = 16
+
+    def _algorithm(self):
+        return blackjax.hmc
+
+    def _extra(self):
+        return {"num_integration_steps": int(self.num_integration_steps)}
