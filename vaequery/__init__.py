@@ -1,10 +1,12 @@
 """vaequery: conditional queries on a pretrained VAE, answered in batch by many backends."""
 
-from vaequery import backends, likelihoods, testing
+from vaequery import backends, datasets, likelihoods, testing
 from vaequery.fit import InferenceError
+from vaequery.io import load, pretrained
 from vaequery.posterior import Posterior
 from vaequery.query import Query
 from vaequery.schema import Feature, Schema
+from vaequery.train import train
 from vaequery.vae import VAE, from_decoder
 
 __version__ = "0.1.0"
@@ -17,7 +19,11 @@ __all__ = [
     "Query",
     "Schema",
     "backends",
+    "datasets",
     "from_decoder",
     "likelihoods",
+    "load",
+    "pretrained",
     "testing",
+    "train",
 ]

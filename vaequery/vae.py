@@ -93,6 +93,26 @@ class VAE:
         target = getattr(X, "target_mask", None)
         return q if target is None else q.predict(target=target)
 
+    def save(self, path):
+        """Write the model to the folder ``path`` (``model.json`` + ``weights.eqx``).
+
+        The format is documented in :mod:`vaequery.io`; read it back with
+        :func:`vaequery.load`. Supported for models trained by
+        :func:`vaequery.train` (MLP encoder/decoder, Gaussian likelihood).
+
+        Parameters
+        ----------
+        path : str or Path
+
+        Returns
+        -------
+        Path
+            The folder written.
+        """
+        from vaequery.io import save
+
+        return save(self, path)
+
     def __repr__(self) -> str:
         enc = ", encoder" if self.encode_fn is not None else ""
         return (

@@ -258,7 +258,9 @@ def _mnist_like(name):
             p = p / f"{name}.npz"
         if p.suffix == ".npz":
             if not p.exists():
-                raise FileNotFoundError(f"{name!r}: expected an .npz file at {p}; it does not exist")
+                raise FileNotFoundError(
+                    f"{name!r}: expected an .npz file at {p}; it does not exist"
+                )
             with np.load(p) as f:
                 arrays = {k: f[k] for k in _IDX}
         else:
@@ -370,8 +372,7 @@ def load(name: str, split: str = "train", *, path=None) -> Table:
         scale = np.where(scale > 0, scale, 1.0)
     schema = Schema(
         tuple(
-            Feature(n, "real", loc=float(m), scale=float(s))
-            for n, m, s in zip(names, loc, scale)
+            Feature(n, "real", loc=float(m), scale=float(s)) for n, m, s in zip(names, loc, scale)
         )
     )
     idx = _split_indices(len(X), split, official_train)

@@ -1,0 +1,224 @@
+"""Saving and loading trained models, and the models shipped with vaequery.
+
+On-disk format (``FORMAT_VERSION = 1``): a folder holding
+
+``model.json``
+    ``{"format": "vaequery.vae", "format_version": 1, "vaequery_version": ...,
+    "latent_dim": d, "schema": Schema.to_dict() (names, kinds, loc/scale),
+    "likelihood": {"name": "gaussian", "scale": ..., "min_scale": ...},
+    "architecture": {"decoder": {"class": "MLPDecoder", "latent_dim", "num_features",
+    "hidden", "min_scale"}, "encoder": {"class": "MLPEncoder", ...} or null},
+    "dtype": "float32", "metadata": {...training recipe, ELBOs...}}``
+``weights.eqx``
+    The array leaves of ``(encoder, decoder)`` written with
+    :func:`equinox.tree_serialise_leaves`; the architecture above rebuilds the
+    skeleton they are read into.
+
+Only models whose decoder is a :class:`vaequery.decoder.MLPDecoder` (and encoder,
+if any, a :class:`~vaequery.decoder.MLPEncoder`) with a Gaussian likelihood can be
+saved this way; for other decoders save your own weights and rebuild with
+:func:`vaequery.from_decoder`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from vaequery.decoder import MLPDecoder, MLPEncoder
+from vaequery.likelihoods import Gaussian
+from vaequery.schema import Schema
+
+FORMAT = "vaequery.vae"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "weights.eqx"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def _version() -> str:
+    import vaequery
+
+    return getattr(vaequery, "__version__", "unknown")
+
+
+def _hidden(net: eqx.nn.MLP) -> list[int]:
+    return [int(net.width_size)] * int(net.depth)
+
+
+def _describe(vae) -> dict:
+    dec, enc = vae.decode_fn, vae.encode_fn
+    if not isinstance(dec, MLPDecoder):
+        raise TypeError(
+            "VAE.save writes vaequery's own MLPDecoder models; this decoder is a "
+            f"{type(dec).__name__}. Save its weights yourself and rebuild the model "
+            "with vaequery.from_decoder."
+        )
+    if enc is not None and not isinstance(enc, MLPEncoder):
+        raise TypeError(f"VAE.save needs an MLPEncoder (or no encoder), got {type(enc).__name__}")
+    if not isinstance(vae.likelihood, Gaussian):
+        raise TypeError(
+            f"VAE.save supports the Gaussian likelihood, got {type(vae.likelihood).__name__}"
+        )
+    arch = {
+        "decoder": {
+            "class": "MLPDecoder",
+            "latent_dim": int(dec.net.in_size),
+            "num_features": int(dec.num_features),
+            "hidden": _hidden(dec.net),
+            "min_scale": float(dec.min_scale),
+        },
+        "encoder": None
+        if enc is None
+        else {
+            "class": "MLPEncoder",
+            "num_features": int(enc.net.in_size),
+            "latent_dim": int(enc.latent_dim),
+            "hidden": _hidden(enc.net),
+        },
+    }
+    lik = vae.likelihood
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vaequery_version": _version(),
+        "latent_dim": vae.latent_dim,
+        "schema": vae.schema.to_dict(),
+        "likelihood": {
+            "name": "gaussian",
+            "scale": np.asarray(lik.scale, float).tolist(),
+            "min_scale": float(lik.min_scale),
+        },
+        "architecture": arch,
+        "dtype": str(dec.net.layers[0].weight.dtype),
+        "metadata": vae.metadata,
+    }
+
+
+def save(vae, path) -> Path:
+    """Write a model to the folder ``path`` (created if needed).
+
+    Parameters
+    ----------
+    vae : vaequery.VAE
+        A model trained by :func:`vaequery.train` (MLP encoder/decoder, Gaussian).
+    path : str or Path
+        Folder; ``model.json`` and ``weights.eqx`` inside it are overwritten.
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    info = _describe(vae)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    eqx.tree_serialise_leaves(path / WEIGHTS_FILE, (vae.encode_fn, vae.decode_fn))
+    (path / MODEL_FILE).write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.generic, np.ndarray)):
+        return o.tolist()
+    raise TypeError(f"metadata value of type {type(o).__name__} is not JSON-serialisable")
+
+
+def load(path):
+    """Read a model written by :meth:`vaequery.VAE.save`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder (or its ``model.json``).
+
+    Returns
+    -------
+    vaequery.VAE
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``model.json`` there.
+    ValueError
+        The folder was written in another format version.
+    """
+    from vaequery.vae import VAE
+
+    path = Path(path)
+    if path.name == MODEL_FILE:
+        path = path.parent
+    meta_file = path / MODEL_FILE
+    if not meta_file.exists():
+        raise FileNotFoundError(f"no vaequery model at {path}: expected the file {meta_file}")
+    info = json.loads(meta_file.read_text())
+    if info.get("format") != FORMAT:
+        raise ValueError(
+            f"{meta_file} is not a vaequery model file (format {info.get('format')!r})"
+        )
+    version = info.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written in vaequery model format version {version} (by vaequery "
+            f"{info.get('vaequery_version')}); this vaequery {_version()} reads format version "
+            f"{FORMAT_VERSION} only. Load it with a matching vaequery and re-save, or retrain."
+        )
+    arch = info["architecture"]
+    key = jax.random.key(0)  # skeleton only: every array is overwritten from weights.eqx
+    d = arch["decoder"]
+    dec = MLPDecoder(
+        d["latent_dim"], d["num_features"], tuple(d["hidden"]), min_scale=d["min_scale"], key=key
+    )
+    e = arch["encoder"]
+    enc = (
+        None
+        if e is None
+        else MLPEncoder(e["num_features"], e["latent_dim"], tuple(e["hidden"]), key=key)
+    )
+    enc, dec = eqx.tree_deserialise_leaves(path / WEIGHTS_FILE, (enc, dec))
+    schema = Schema.from_dict(info["schema"])
+    lik_info = info["likelihood"]
+    scale = lik_info["scale"]
+    likelihood = Gaussian(
+        scale if isinstance(scale, float) else np.asarray(scale), lik_info["min_scale"]
+    )
+    return VAE(
+        dec, info["latent_dim"], schema, likelihood, encode_fn=enc, metadata=info["metadata"]
+    )
+
+
+def available_pretrained() -> list[str]:
+    """Names of the models shipped in ``vaequery/pretrained/``."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / MODEL_FILE).exists())
+
+
+def pretrained(name: str):
+    """Load a model shipped with vaequery (trained by ``benchmarks/train_pretrained.py``).
+
+    Parameters
+    ----------
+    name : str
+        A bundled dataset name: see :func:`available_pretrained`.
+
+    Returns
+    -------
+    vaequery.VAE
+        With encoder, schema (raw-unit scaling) and ``metadata`` (recipe, test ELBO).
+
+    Examples
+    --------
+    >>> import vaequery as vq
+    >>> vae = vq.pretrained("white_wine")
+    >>> vae.metadata["recipe"]["dataset"]
+    'white_wine'
+    """
+    names = available_pretrained()
+    if name not in names:
+        raise ValueError(f"no pretrained model {name!r}; available: {names}")
+    return load(PRETRAINED_DIR / name)
