@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from vaequery.backends._base import register
-from vaequery.backends.hmc import MCMCBackend
+from vaequery.backends.hmc import MCMCBackend, _check_int
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -64,12 +64,9 @@ class _EncoderDecoderGibbs(MCMCBackend):
     def default_num_draws(self) -> int:
         return 300
 
-    def _check(self):
-        super()._check()
-        if int(self.num_burnin) < 0:
-            raise ValueError(f"num_burnin must be >= 0, got {self.num_burnin}")
-        if int(self.thin) < 1:
-            raise ValueError(f"thin must be >= 1, got {self.thin}")
+    def __check_init__(self):
+        _check_int("num_burnin", self.num_burnin, 0)
+        _check_int("thin", self.thin, 1)
 
     def _initial_positions(self, key, target, row):
         # The position is overwritten by the first z-move; only the shape matters.

@@ -33,8 +33,10 @@ from typing import ClassVar
 
 import blackjax
 import blackjax.adaptation.base
+import blackjax.mcmc.hmc
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vaequery.backends._base import Backend, Fit, register
 
@@ -68,6 +70,11 @@ def gaussian_sample_and_log_prob(state, key, n):
     return z, log_q
 
 
+def _check_int(name, value, low):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 class MCMCBackend(Backend):
     """Shared parts of the MCMC backends: chains, the Gaussian proposal.
 
@@ -83,15 +90,15 @@ class MCMCBackend(Backend):
     def default_num_draws(self) -> int:
         return 250
 
-    def _check(self):
-        if int(self.num_chains) < 1:
-            raise ValueError(f"num_chains must be >= 1, got {self.num_chains}")
+    def __check_init__(self):
+        _check_int("num_chains", self.num_chains, 1)
+        if not self.proposal_scale > 0:
+            raise ValueError(f"proposal_scale must be > 0, got {self.proposal_scale!r}")
 
     def _initial_positions(self, key, target, row):
         return jax.random.normal(key, (int(self.num_chains), target.latent_dim))
 
     def run_one(self, key, target, row, num_draws):
-        self._check()
         k0, k_chains = jax.random.split(key)
         z0 = self._initial_positions(k0, target, row)
         keys = jax.random.split(k_chains, int(self.num_chains))
@@ -115,10 +122,12 @@ class _BlackjaxHMC(MCMCBackend):
     def _extra(self) -> dict:
         return {}
 
-    def _check(self):
-        super()._check()
-        if int(self.num_warmup) < 0:
-            raise ValueError(f"num_warmup must be >= 0, got {self.num_warmup}")
+    def _sampling_step(self, logdensity, params):
+        """``step(key, state) -> (state, info)`` with the adapted parameters."""
+        return self._algorithm()(logdensity, **{**self._extra(), **params}).step
+
+    def __check_init__(self):
+        _check_int("num_warmup", self.num_warmup, 0)
         if not 0 < self.target_accept < 1:
             raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
 
@@ -136,10 +145,10 @@ class _BlackjaxHMC(MCMCBackend):
             **self._extra(),
         )
         (state, params), _ = warm.run(k_warm, z0, num_steps=int(self.num_warmup))
-        kernel = algo(logdensity, **{**self._extra(), **params})
+        step = self._sampling_step(logdensity, params)
 
         def one(s, k):
-            s, info = kernel.step(k, s)
+            s, info = step(k, s)
             return s, (
                 s.position,
                 info.acceptance_rate,
@@ -186,6 +195,9 @@ class NUTS(_BlackjaxHMC):
 
     max_num_doublings: int = 10
 
+    def __check_init__(self):
+        _check_int("max_num_doublings", self.max_num_doublings, 1)
+
     def _algorithm(self):
         return blackjax.nuts
 
@@ -206,7 +218,12 @@ class HMC(_BlackjaxHMC):
     target_accept : float, default 0.8
         Target mean acceptance probability of the step-size adaptation.
     num_integration_steps : int, default 16
-        Leapfrog steps per proposal (fixed; NUTS chooses it per step).
+        Leapfrog steps per proposal during adaptation, and their mean while
+        drawing (NUTS chooses the path length itself).
+    path_jitter : float, default 0.5
+        While drawing, the number of leapfrog steps is uniform on
+        ``num_integration_steps * (1 ± path_jitter)``: a fixed path length can
+        resonate with the posterior and mix badly (0 disables it).
     proposal_scale : float, default 1.2
         Inflation of the standard deviations of the Gaussian fitted to the
         draws, which serves as the IWAE/PSIS proposal.
@@ -217,9 +234,33 @@ class HMC(_BlackjaxHMC):
     """
 
     num_integration_steps: int = 16
+    path_jitter: float = 0.5
+
+    def __check_init__(self):
+        _check_int("num_integration_steps", self.num_integration_steps, 1)
+        if not 0 <= self.path_jitter < 1:
+            raise ValueError(f"path_jitter must be in [0, 1), got {self.path_jitter!r}")
 
     def _algorithm(self):
         return blackjax.hmc
 
     def _extra(self):
         return {"num_integration_steps": int(self.num_integration_steps)}
+
+    def _sampling_step(self, logdensity, params):
+        # A fixed path length resonates with the posterior's oscillation
+        # periods (on a Gaussian, trajectories near a half period barely move
+        # some coordinates and R-hat stays high); drawing the number of leapfrog
+        # steps per transition breaks this (Neal 2011, §5.4.2.2 / Mackenzie 1989).
+        kernel = blackjax.mcmc.hmc.build_kernel()
+        L = int(self.num_integration_steps)
+        spread = int(self.path_jitter * L)
+
+        def step(key, state):
+            k_len, k_step = jax.random.split(key)
+            n = jax.random.randint(k_len, (), L - spread, L + spread + 1)
+            return kernel(
+                k_step, state, logdensity, params["step_size"], params["inverse_mass_matrix"], n
+            )
+
+        return step
