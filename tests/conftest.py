@@ -14,6 +14,11 @@ from vaequery.testing import LinearGaussian  # noqa: E402
 #: no NaN, no recompile). Each backend module adds its own entry here.
 FAST = {
     "gaussian": dict(num_steps=20, num_samples=8),
+    "fullrank": dict(num_steps=20, num_samples=8),
+    "iaf": dict(num_steps=20, num_samples=8),
+    "mixture": dict(num_steps=25, num_samples=8, num_components=3),
+    "planar": dict(num_steps=20, num_samples=8, num_layers=3),
+    "numpyro": dict(num_steps=20, num_samples=8),
     "nuts": dict(num_warmup=20, num_chains=2, max_num_doublings=4),
     "hmc": dict(num_warmup=20, num_chains=2, num_integration_steps=4),
     "mwg": dict(num_burnin=3, num_chains=2),

@@ -91,6 +91,10 @@ class Target(NamedTuple):
         ``(key, z[d]) -> x[D]``: one draw of every feature from ``p(x | z)``
         in model units (Gibbs-type backends impute with it); ``None`` if the
         model cannot sample.
+    numpyro_model : callable or None
+        The query's NumPyro model ``model(x, observed)`` (latent site ``"z"``)
+        for backends that run NumPyro's own inference on it; ``None`` for a
+        target built without one.
     """
 
     logdensity_fn: Callable
@@ -100,6 +104,7 @@ class Target(NamedTuple):
     encode_fn: Callable | None
     data: dict
     sample_x_fn: Callable | None = None
+    numpyro_model: Callable | None = None
 
     def loglik_fn(self, z, row):
         """``log p(x_O | z)`` for one row (log-density minus log-prior)."""

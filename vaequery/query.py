@@ -192,6 +192,7 @@ class Query:
             encode_fn=self.model.encode_fn,
             data={k: jnp.asarray(v) for k, v in self.data.items()},
             sample_x_fn=DecoderSampler(self.model.decode_fn, self.model.likelihood),
+            numpyro_model=self.model._numpyro_model,
         )
 
     # ----------------------------------------------------------------- infer

@@ -10,14 +10,24 @@ from vaequery.backends._base import (
     negative_elbo,
     register,
 )
+from vaequery.backends.fullrank import FullRank
 from vaequery.backends.gaussian import Gaussian
 from vaequery.backends.gibbs import MetropolisWithinGibbs, PseudoGibbs
 from vaequery.backends.hmc import HMC, NUTS, MCMCBackend
+from vaequery.backends.iaf import IAF
+from vaequery.backends.mixture import Mixture
+from vaequery.backends.numpyro_svi import NumPyroSVI
+from vaequery.backends.planar import Planar
 
 __all__ = [
     "Backend",
     "Fit",
+    "FullRank",
     "Gaussian",
+    "IAF",
+    "Mixture",
+    "NumPyroSVI",
+    "Planar",
     "HMC",
     "MCMCBackend",
     "MetropolisWithinGibbs",
