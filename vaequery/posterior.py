@@ -494,7 +494,10 @@ class Posterior:
                 dims={"z": ["latent"]},
                 coords={"latent": np.arange(self.z.shape[-1])},
             )
-            axes = az.plot_trace(idata, var_names=["z"], compact=False)
+            with warnings.catch_warnings():
+                # arviz 0.23 calls a matplotlib API deprecated in 3.11
+                warnings.simplefilter("ignore", DeprecationWarning)
+                axes = az.plot_trace(idata, var_names=["z"], compact=False)
             fig = np.ravel(axes)[0].figure
             fig.suptitle(f"{self.backend.name}: trace of z, query {query}", fontsize=10)
             fig.tight_layout()
