@@ -55,8 +55,7 @@ def _demo_digits(vq, out: Path, key: int, num_shown: int = 8):
     fig, axes = plt.subplots(
         len(idx), num_shown + 2, figsize=(1.2 * (num_shown + 2), 1.3 * len(idx))
     )
-    cmap = matplotlib.colormaps["gray_r"].copy()
-    cmap.set_bad("#9ecae1")  # hidden pixels in light blue
+    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="#9ecae1")  # hidden: light blue
     for r in range(len(idx)):
         observed = np.ma.masked_invalid(X[r]).reshape(8, 8)
         panels = [test.X[idx[r]].reshape(8, 8), observed] + [d.reshape(8, 8) for d in draws[r]]

@@ -354,7 +354,7 @@ def load(name: str, split: str = "train", *, path=None) -> Table:
     >>> from vaequery import datasets
     >>> t = datasets.load("white_wine", "test")
     >>> t.shape, t.feature_names[-1]
-    ((980, 12), 'quality')
+    ((981, 12), 'quality')
     """
     key = str(name).lower().replace("-", "_")
     if key not in _LOADERS:
