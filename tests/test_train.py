@@ -1,5 +1,7 @@
 """VAE training: masked ELBO, determinism, improvement over initialisation."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -40,3 +42,15 @@ def test_same_key_same_model_and_nan_rows(splits):
 def test_train_validates_inputs(splits):
     with pytest.raises(TypeError, match="schema"):
         train(splits[0].X, num_epochs=1, **TINY)
+
+
+def test_train_pretrained_writes_a_loadable_model(tmp_path):
+    from vaequery.train import train_pretrained
+
+    vae = train_pretrained("yeast", tmp_path, num_epochs=2, hidden=(8,), progress=False)
+    back = vq.load(tmp_path / "yeast")
+    info = json.loads((tmp_path / "yeast" / "metrics.json").read_text())
+    assert info["test_elbo"] == pytest.approx(vae.metadata["test_elbo"])
+    assert back.metadata["recipe"]["max_epochs"] == 2 and back.latent_dim == 4
+    with pytest.raises(ValueError, match="known: .*yeast"):
+        train_pretrained("iris")
