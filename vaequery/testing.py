@@ -208,3 +208,130 @@ def importance_relative_variance(p_mean, p_cov, q_mean, q_cov):
         + 0.5 * np.einsum("...a,...ab,...b->...", q_mean, Qi, q_mean)
     )
     return np.where(ok, np.expm1(log_e), np.inf)
+
+
+class GridOracle2D:
+    r"""Exact answers for a 2-D latent model with any decoder, by grid quadrature.
+
+    :math:`z \sim \mathcal N(0, I_2)`, :math:`x_j = g_j(z) + \sigma\varepsilon_j`
+    with a (nonlinear) decoder ``g``. On a regular ``num_points`` × ``num_points``
+    grid over ``[-lim, lim]^2`` (cell area :math:`h^2`),
+
+    .. math::
+        \log p(x_M) \approx \log \sum_{i} h^2\, p(z_i)\prod_{j\in M}
+        \mathcal N(x_j; g_j(z_i), \sigma^2),
+
+    which converges geometrically fast for smooth integrands that vanish at the
+    border (a 401-point grid over ``[-6, 6]^2`` is exact to ~1e-8 for
+    :meth:`bimodal`). The log-likelihood :math:`\log p(x_U\mid x_O)`, the
+    posterior moments and :math:`\log p(z\mid x_O)` at any point follow.
+    Everything is float64 NumPy apart from the decoder call.
+
+    Parameters
+    ----------
+    decode : callable
+        ``z [..., 2] -> mean [..., D]`` (JAX- or NumPy-traceable).
+    num_features : int
+    sigma : float
+    lim : float
+    num_points : int
+    """
+
+    latent_dim = 2
+
+    def __init__(self, decode, num_features, sigma, lim=6.0, num_points=401):
+        self.decode = decode
+        self.num_features = int(num_features)
+        self.sigma = float(sigma)
+        g = np.linspace(-lim, lim, int(num_points))
+        self.cell_log_area = 2 * np.log(g[1] - g[0])
+        self.grid = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)  # [G, 2]
+        self._mean = self._decode(self.grid)  # [G, D]
+
+    @classmethod
+    def bimodal(cls, sigma=0.2, **kwargs):
+        r"""``g(z) = (z_1 z_2,\ z_1 + z_2,\ z_1^2 - z_2^2)``.
+
+        Observing only ``x_0 = z_1 z_2 = c`` gives a posterior on both branches
+        of a hyperbola (symmetric under ``z -> -z``, two modes); ``x_1``
+        tells the branches apart, so imputing it is bimodal too.
+        """
+
+        def decode(z):
+            import jax.numpy as jnp
+
+            z = jnp.asarray(z)
+            z1, z2 = z[..., 0], z[..., 1]
+            return jnp.stack([z1 * z2, z1 + z2, z1**2 - z2**2], -1)
+
+        return cls(decode, 3, sigma, **kwargs)
+
+    def _decode(self, z):
+        return np.asarray(self.decode(np.asarray(z, np.float32)), float)
+
+    def vae(self, names=None):
+        """The oracle as a :class:`vaequery.VAE` (Gaussian, fixed scale ``sigma``)."""
+        from vaequery.vae import from_decoder
+
+        names = names or [f"x{i}" for i in range(self.num_features)]
+        return from_decoder(self.decode, 2, names, "gaussian", scale=self.sigma)
+
+    def _log_lik(self, mean, x, mask):
+        # mean [..., M, D]; x, mask [N, D] -> [N, M]
+        x, m = _rows(x, mask)
+        r = (x[:, None, :] - mean) / self.sigma
+        ll = -0.5 * r**2 - np.log(self.sigma) - 0.5 * np.log(2 * np.pi)
+        return np.sum(ll * m[:, None, :], -1)
+
+    def _log_joint_grid(self, x, mask):
+        log_prior = -0.5 * np.sum(self.grid**2, -1) - np.log(2 * np.pi)
+        return log_prior + self._log_lik(self._mean[None], x, mask)  # [N, G]
+
+    def log_marginal(self, x, mask):
+        """``log p(x_M)`` per row for the features in ``mask``."""
+        lj = self._log_joint_grid(x, mask)
+        mx = lj.max(-1, keepdims=True)
+        return mx[:, 0] + np.log(np.exp(lj - mx).sum(-1)) + self.cell_log_area
+
+    def log_likelihood(self, x, observed, target):
+        """Exact ``log p(x_U | x_O)`` per row."""
+        observed = np.asarray(observed, bool)
+        joint = observed | np.asarray(target, bool)
+        return self.log_marginal(x, joint) - self.log_marginal(x, observed)
+
+    def posterior_weights(self, x, observed):
+        """Normalised posterior masses on :attr:`grid`, ``[N, G]``."""
+        lj = self._log_joint_grid(x, observed)
+        w = np.exp(lj - lj.max(-1, keepdims=True))
+        return w / w.sum(-1, keepdims=True)
+
+    def posterior(self, x, observed):
+        """Posterior ``(mean [N, 2], cov [N, 2, 2])`` by quadrature."""
+        w = self.posterior_weights(x, observed)
+        mean = w @ self.grid
+        c = self.grid[None] - mean[:, None]
+        return mean, np.einsum("ng,nga,ngb->nab", w, c, c)
+
+    def log_posterior(self, z, x, observed):
+        """``log p(z | x_O)`` at points ``z [N, M, 2]`` -> ``[N, M]``."""
+        z = np.asarray(z, float)
+        log_prior = -0.5 * np.sum(z**2, -1) - np.log(2 * np.pi)
+        ll = self._log_lik(self._decode(z), x, observed)
+        return log_prior + ll - self.log_marginal(x, observed)[:, None]
+
+    def reverse_kl(self, z, log_q, x, observed):
+        r"""Monte-Carlo :math:`\mathrm{KL}(q\,\|\,p(z\mid x_O))` from draws of ``q``.
+
+        Parameters
+        ----------
+        z : array ``[N, M, 2]``
+            Draws from ``q`` (one approximation per row).
+        log_q : array ``[N, M]``
+        x, observed : arrays ``[N, D]``
+
+        Returns
+        -------
+        (kl [N], standard_error [N])
+        """
+        r = np.asarray(log_q, float) - self.log_posterior(z, x, observed)
+        return r.mean(-1), r.std(-1, ddof=1) / np.sqrt(r.shape[-1])

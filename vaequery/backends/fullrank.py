@@ -72,8 +72,9 @@ class FullRank(VIBackend):
 
     @staticmethod
     def cholesky(params):
-        """The factor ``L [d, d]`` (lower-triangular, positive diagonal)."""
-        return jnp.tril(params["off_diag"], -1) + jnp.diag(jnp.exp(params["log_diag"]))
+        """The factor ``L [..., d, d]`` (lower-triangular, positive diagonal)."""
+        diag = jnp.exp(params["log_diag"])
+        return jnp.tril(params["off_diag"], -1) + diag[..., None] * jnp.eye(diag.shape[-1])
 
     def sample_and_log_prob(self, params, key, n):
         loc = params["loc"]

@@ -59,7 +59,7 @@ def _guide_class(guide):
                 and isinstance(getattr(autoguide, n), type)
                 and issubclass(getattr(autoguide, n), autoguide.AutoGuide)
             )
-            raise ValueError(f"unknown NumPyro AutoGuide {guide!r}; available: {names}")
+            raise ValueError(f"unknown NumPyro AutoGuide guide={guide!r}; available: {names}")
         return cls
     if callable(guide):
         return guide
