@@ -191,3 +191,22 @@ def test_trace_plot_needs_mcmc(small):
     post = o.vae().given(np.where(obs, x, np.nan)).infer("gaussian", key=0, num_steps=10)
     with pytest.raises(ValueError, match="MCMC"):
         post.plot(kind="trace")
+
+
+# ------------------------------------------------------------------- docs
+def test_mcmc_docs_page_runs(tmp_path, monkeypatch):
+    """docs/mcmc_and_diagnostics.md's examples run as written (one namespace)."""
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "mcmc_and_diagnostics.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    assert len(blocks) == 4
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for code in blocks:
+            exec(compile(code, str(page), "exec"), ns)
+    assert (tmp_path / "trace.png").stat().st_size > 10000
+    assert ns["post"].z.shape == (8, 4, 500, 3)
