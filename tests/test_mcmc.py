@@ -3,7 +3,11 @@
 Tolerances: a posterior mean (covariance entry) estimated from correlated draws
 has Monte-Carlo standard error ``sd / sqrt(ESS)`` of the draws (of the centred
 products), ESS from ArviZ. We require every error below ``Z`` MCSEs; with ~100
-entries checked, ``Z = 4`` fails a correct sampler with probability < 1 %.
+entries checked, ``Z = 4`` fails a correct sampler with probability < 1 %. The
+ESS of the centred products is itself noisy (their z-scores have an RMS of about
+1.1-1.2 over seeds, not 1), so covariances get ``Z_COV = 4.5``; the RMS of all
+z-scores must stay below 1.5, which a biased sampler fails even when no
+single entry does.
 """
 
 import warnings
@@ -18,6 +22,7 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
 import arviz as az  # noqa: E402
 
 Z = 4.0
+Z_COV = 4.5
 N = 16
 
 
@@ -58,7 +63,8 @@ def test_nuts_recovers_oracle_within_mcse(problem, nuts_post):
     mu, cov = o.posterior(x, obs)
     zm, zc = mcse_zscores(nuts_post.z, mu, cov)
     assert zm.max() < Z, f"mean error {zm.max():.2f} MCSE"
-    assert zc.max() < Z, f"covariance error {zc.max():.2f} MCSE"
+    assert zc.max() < Z_COV, f"covariance error {zc.max():.2f} MCSE"
+    assert np.sqrt(np.mean(np.r_[zm, zc] ** 2)) < 1.5
     diag = nuts_post.diagnose()
     assert (diag["r_hat"] < 1.01).all(), diag["r_hat"].max()
     assert (diag["ess_bulk"] > 400).all()
@@ -128,7 +134,7 @@ def test_hmc_recovers_oracle(problem):
     )
     mu, cov = o.posterior(x[sub], obs[sub])
     zm, zc = mcse_zscores(post.z, mu, cov)
-    assert zm.max() < Z and zc.max() < Z, (zm.max(), zc.max())
+    assert zm.max() < Z and zc.max() < Z_COV, (zm.max(), zc.max())
     assert post.info["step_size"].shape == (8, 4)
     assert (post.diagnose(warn=False)["r_hat"] < 1.02).all()
 
@@ -164,7 +170,7 @@ def test_mwg_with_exact_encoder_matches_oracle(ortho_problem):
     assert post.z.shape == (N, 4, 600, 3)
     mu, cov = o.posterior(x, obs)
     zm, zc = mcse_zscores(post.z, mu, cov)
-    assert zm.max() < Z and zc.max() < Z, (zm.max(), zc.max())
+    assert zm.max() < Z and zc.max() < Z_COV, (zm.max(), zc.max())
     # the exact conditional as independence proposal is always accepted
     assert post.info["acceptance_rate"].mean() > 0.99
 
@@ -175,7 +181,7 @@ def test_wrong_encoder_biases_pseudo_gibbs_but_not_mwg(ortho_problem):
     mu, cov = o.posterior(x, obs)
     mwg = q.infer("mwg", key=0, num_draws=600)
     zm, zc = mcse_zscores(mwg.z, mu, cov)
-    assert zm.max() < Z and zc.max() < Z, (zm.max(), zc.max())
+    assert zm.max() < Z and zc.max() < Z_COV, (zm.max(), zc.max())
     assert 0.1 < mwg.info["acceptance_rate"].mean() < 0.9
     pg = q.infer("pseudo_gibbs", key=0, num_draws=600)
     zm, zc = mcse_zscores(pg.z, mu, cov)
