@@ -139,6 +139,19 @@ def test_hmc_recovers_oracle(problem):
     assert (post.diagnose(warn=False)["r_hat"] < 1.02).all()
 
 
+def test_nuts_dense_mass_recovers_oracle(problem):
+    o, x, obs = problem
+    sub = slice(8, 12)
+    post = (
+        o.vae()
+        .given(np.where(obs[sub], x[sub], np.nan))
+        .infer("nuts", key=2, num_warmup=200, num_draws=500, dense_mass=True)
+    )
+    mu, cov = o.posterior(x[sub], obs[sub])
+    zm, zc = mcse_zscores(post.z, mu, cov)
+    assert zm.max() < Z and zc.max() < Z_COV, (zm.max(), zc.max())
+
+
 # ------------------------------------------------------------- encoder samplers
 @pytest.fixture(scope="module")
 def ortho_problem():
