@@ -220,6 +220,7 @@ def test_gibbs_thinning_and_burnin(ortho_problem):
     "name, kw, match",
     [
         ("nuts", dict(num_chains=0), "num_chains"),
+        ("nuts", dict(num_warmup=0), "num_warmup"),
         ("nuts", dict(target_accept=1.2), "target_accept"),
         ("hmc", dict(num_integration_steps=0), "num_integration_steps"),
         ("mwg", dict(thin=0), "thin"),

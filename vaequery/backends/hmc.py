@@ -128,7 +128,7 @@ class _BlackjaxHMC(MCMCBackend):
         return self._algorithm()(logdensity, **{**self._extra(), **params}).step
 
     def __check_init__(self):
-        _check_int("num_warmup", self.num_warmup, 0)
+        _check_int("num_warmup", self.num_warmup, 1)  # blackjax needs >= 1
         if not 0 < self.target_accept < 1:
             raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
 
