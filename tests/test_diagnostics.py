@@ -95,12 +95,15 @@ def test_diagnose_mcmc_columns_and_values(nuts_small):
         "mcse_mean_over_sd",
         "divergences",
         "acceptance_rate",
+        "proposal_khat",
     ]
     assert df.index.name == "query" and len(df) == 4
     z1 = nuts_small.z[1]
     assert df.loc[1, "r_hat"] == pytest.approx(max(az.rhat(z1[..., a]) for a in range(3)))
     assert df.loc[1, "ess_bulk"] == pytest.approx(min(az.ess(z1[..., a]) for a in range(3)))
     assert (df["r_hat"] < 1.05).all() and (df["ess_bulk"] > 100).all()
+    # the fitted Gaussian proposal of a Gaussian posterior is a good one
+    assert (df["proposal_khat"] < 0.5).all()
 
 
 def test_diagnose_warns_when_chains_disagree(small, nuts_small):

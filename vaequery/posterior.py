@@ -311,8 +311,11 @@ class Posterior:
         MCMC backends: rank-normalised split R-hat and bulk/tail effective
         sample sizes of ``z`` (ArviZ; worst latent coordinate per query),
         Monte-Carlo standard error of the mean relative to the posterior sd,
-        divergences and mean acceptance rate. A warning names the queries with
-        R-hat > 1.01 or with divergences.
+        divergences and mean acceptance rate, and ``proposal_khat``: the PSIS
+        k-hat of the Gaussian fitted to the draws used as importance proposal
+        by :meth:`log_likelihood` (as for VI below; it says nothing about the
+        draws themselves). A warning names the queries with R-hat > 1.01,
+        with divergences or with ``proposal_khat`` > 0.7.
 
         Variational backends: the Pareto k-hat of PSIS (``arviz.psislw``)
         applied to the importance weights ``p(x_O, z) / q(z)`` of
@@ -324,9 +327,9 @@ class Posterior:
         Parameters
         ----------
         num_samples : int
-            Importance draws per query (VI only).
+            Importance draws per query for the k-hat estimates.
         key : int or PRNG key, optional
-            Default: derived from the inference key (VI only).
+            Default: derived from the inference key.
         warn : bool
             Emit :class:`RuntimeWarning` s for queries above the thresholds.
 
@@ -335,9 +338,12 @@ class Posterior:
         pandas.DataFrame
             One row per query. MCMC columns ``r_hat``, ``ess_bulk``,
             ``ess_tail``, ``mcse_mean_over_sd``, ``divergences``,
-            ``acceptance_rate``; VI columns ``khat``, ``ess_psis``.
+            ``acceptance_rate``, ``proposal_khat``; VI columns ``khat``,
+            ``ess_psis``.
         """
         import pandas as pd
+
+        key = as_key(key) if key is not None else _fold(self._key, 2)
 
         if self.backend.family == "mcmc":
             az = _arviz()
@@ -366,6 +372,8 @@ class Posterior:
             cols["acceptance_rate"] = (
                 acc.reshape(n, -1).mean(-1) if acc is not None else np.full(n, np.nan)
             )
+            _, lw = self._importance_log_weights(num_samples, key)
+            cols["proposal_khat"] = _psis(lw)[0]
             df = pd.DataFrame(cols, index=pd.RangeIndex(n, name="query"))
             if warn:
                 _warn_rows(
@@ -376,9 +384,13 @@ class Posterior:
                     df.index[df["divergences"] > 0],
                     "divergent transitions: the sampler may miss parts of the posterior",
                 )
+                _warn_rows(
+                    df.index[df["proposal_khat"] > KHAT_THRESHOLD],
+                    f"PSIS k-hat > {KHAT_THRESHOLD} for the Gaussian fitted to the draws: "
+                    "log_likelihood() estimates are unreliable (the draws are not affected)",
+                )
             return df
 
-        key = as_key(key) if key is not None else _fold(self._key, 2)
         _, lw = self._importance_log_weights(num_samples, key)
         khat, ess = _psis(lw)
         df = pd.DataFrame(
