@@ -34,10 +34,27 @@ def as_key(key):
     raise TypeError(f"key must be an int or a jax.random.key, got {key!r}")
 
 
-def _map_rows(fn, xs, chunk_size):
+def map_rows(fn, xs, chunk_size=None):
+    """``vmap(fn)(*xs)`` over the leading (row) axis, ``chunk_size`` rows at a time.
+
+    Chunks run one after another under ``lax.map`` (each chunk vmapped), the
+    remainder in one extra vmapped call. Done by hand rather than with
+    ``lax.map(batch_size=...)``, which fails on outputs with a zero-size axis
+    (MCMC backends return an empty loss trace).
+    """
     if chunk_size is None:
         return jax.vmap(fn)(*xs)
-    return jax.lax.map(lambda a: fn(*a), xs, batch_size=chunk_size)
+    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    n_full, rest = divmod(n, chunk_size)
+    head = jax.tree.map(
+        lambda a: a[: n_full * chunk_size].reshape((n_full, chunk_size) + a.shape[1:]), xs
+    )
+    out = jax.lax.map(lambda a: jax.vmap(fn)(*a), head)
+    out = jax.tree.map(lambda y: y.reshape((n_full * chunk_size,) + y.shape[2:]), out)
+    if rest:
+        tail = jax.vmap(fn)(*jax.tree.map(lambda a: a[n_full * chunk_size :], xs))
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, tail)
+    return out
 
 
 @eqx.filter_jit
@@ -46,7 +63,7 @@ def _run_batch(backend, target, likelihood, keys, num_draws, chunk_size):
         fit = backend.run_one(k, target, row, num_draws)
         return fit, likelihood.mean(target.decode_fn(fit.z))
 
-    return _map_rows(one, (keys, target.data), chunk_size)
+    return map_rows(one, (keys, target.data), chunk_size)
 
 
 def run(query, backend, key=0, *, num_draws=None, chunk_size=None, **hyperparameters):

@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from vaequery.fit import map_rows
+
 
 @eqx.filter_jit
 def _iwae(backend, target, state, keys, data_obs, data_joint, num_samples, chunk_size):
@@ -38,10 +40,7 @@ def _iwae(backend, target, state, keys, data_obs, data_joint, num_samples, chunk
         lw_j = jax.vmap(target.logdensity_fn, (0, None))(z, row_joint) - log_q
         return logsumexp(lw_j) - logsumexp(lw_o), lw_o
 
-    xs = (state, keys, data_obs, data_joint)
-    if chunk_size is None:
-        return jax.vmap(one)(*xs)
-    return jax.lax.map(lambda a: one(*a), xs, batch_size=chunk_size)
+    return map_rows(one, (state, keys, data_obs, data_joint), chunk_size)
 
 
 def iwae_log_likelihood(
