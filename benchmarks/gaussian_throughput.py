@@ -19,37 +19,11 @@ import argparse
 import json
 import platform
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-
-import vaequery as vq
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def _model():
-    try:
-        vae = vq.pretrained("breast_cancer")
-        source = "vq.pretrained('breast_cancer')"
-    except Exception:  # pretrained weights not available: same shape, random weights
-        from vaequery.decoder import MLPDecoder
-
-        dec = MLPDecoder(16, 30, (128, 128), key=jax.random.key(0))
-        vae = vq.from_decoder(dec, 16, 30)
-        source = "random MLPDecoder(16, 30, (128, 128))"
-    return vae, source
-
-
-def _queries(vae, n, seed=0):
-    rng = np.random.default_rng(seed)
-    D = vae.num_features
-    raw = vae.schema.unstandardise(rng.standard_normal((n, D)))
-    obs = rng.random((n, D)) < 0.5
-    return np.where(obs, raw, np.nan)
+from _common import RESULTS, breast_cancer_model, random_queries
 
 
 def _timed(fn, repeats=1):
@@ -101,7 +75,7 @@ def per_query_numpyro(vae, X, k, S=100, T=300):
 
     def run():
         for i in range(k):
-            model, kw = vae.given(X[i]).numpyro_model()
+            model, kw = vae.given(X[i]).numpyrobreast_cancer_model()
             svi = SVI(model, AutoNormal(model), optax.adam(0.1), Trace_ELBO(num_particles=S))
             svi.run(jax.random.key(i), T, progress_bar=False, **kw)
 
@@ -115,8 +89,8 @@ def main():
     ap.add_argument("--n", type=int, default=1000, help="number of queries")
     ap.add_argument("--loop-queries", type=int, default=3)
     args = ap.parse_args()
-    vae, source = _model()
-    X = _queries(vae, args.n)
+    vae, source = breast_cancer_model()
+    X = random_queries(vae, args.n)
     q = vae.given(X)
 
     t_vq = _timed(lambda: q.infer("gaussian", key=0))

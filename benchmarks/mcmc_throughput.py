@@ -37,36 +37,12 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import equinox as eqx
 import jax
-import numpy as np
+from _common import RESULTS, breast_cancer_model, random_queries
 
 import vaequery as vq
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def _model():
-    try:
-        vae = vq.pretrained("breast_cancer")
-        source = "vq.pretrained('breast_cancer')"
-    except Exception:  # pretrained weights not available: same shape, random weights
-        from vaequery.decoder import MLPDecoder
-
-        dec = MLPDecoder(16, 30, (128, 128), key=jax.random.key(0))
-        vae = vq.from_decoder(dec, 16, 30)
-        source = "random MLPDecoder(16, 30, (128, 128))"
-    return vae, source
-
-
-def _queries(vae, n, seed=0):
-    rng = np.random.default_rng(seed)
-    D = vae.num_features
-    raw = vae.schema.unstandardise(rng.standard_normal((n, D)))
-    obs = rng.random((n, D)) < 0.5
-    return np.where(obs, raw, np.nan)
 
 
 def batched(vae, X, backend, hp):
@@ -110,7 +86,7 @@ def numpyro_loop(vae, X, k, num_warmup, num_draws, num_chains):
     from numpyro.infer import MCMC, NUTS
 
     def run(i):
-        model, kw = vae.given(X[i]).numpyro_model()
+        model, kw = vae.given(X[i]).numpyrobreast_cancer_model()
         mcmc = MCMC(
             NUTS(model),
             num_warmup=num_warmup,
@@ -141,8 +117,8 @@ def main():
     ap.add_argument("--dense", action="store_true", help="also time NUTS with dense_mass=True")
     ap.add_argument("--tag", default="", help="suffix for the result files")
     args = ap.parse_args()
-    vae, source = _model()
-    X = _queries(vae, args.n)
+    vae, source = breast_cancer_model()
+    X = random_queries(vae, args.n)
     hp = dict(num_warmup=args.num_warmup, num_draws=args.num_draws, num_chains=args.num_chains)
 
     k = min(args.loop_queries, args.n)

@@ -16,36 +16,12 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
+from _common import RESULTS, breast_cancer_model, random_queries
 
-import vaequery as vq
-
-RESULTS = Path(__file__).parent / "results"
 BACKENDS = ["gaussian", "fullrank", "iaf", "mixture", "planar", "numpyro"]
-
-
-def _model():
-    try:
-        vae = vq.pretrained("breast_cancer")
-        source = "vq.pretrained('breast_cancer')"
-    except Exception:  # pretrained weights not available: same shape, random weights
-        from vaequery.decoder import MLPDecoder
-
-        dec = MLPDecoder(16, 30, (128, 128), key=jax.random.key(0))
-        vae = vq.from_decoder(dec, 16, 30)
-        source = "random MLPDecoder(16, 30, (128, 128))"
-    return vae, source
-
-
-def _queries(vae, n, seed=0):
-    rng = np.random.default_rng(seed)
-    D = vae.num_features
-    raw = vae.schema.unstandardise(rng.standard_normal((n, D)))
-    obs = rng.random((n, D)) < 0.5
-    return np.where(obs, raw, np.nan)
 
 
 def main():
@@ -55,8 +31,8 @@ def main():
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--samples", type=int, default=100)
     args = ap.parse_args()
-    vae, source = _model()
-    q = vae.given(_queries(vae, args.n))
+    vae, source = breast_cancer_model()
+    q = vae.given(random_queries(vae, args.n))
     hp = dict(num_steps=args.steps, num_samples=args.samples)
     rows = {}
     for name in args.backends:
