@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from vaequery.backends._base import VIBackend, register
-from vaequery.backends.gaussian import _schedule
+from vaequery.backends.gaussian import _schedule, initial_loc_log_scale
 
 _HALF_LOG_2PIE = 0.5 * math.log(2 * math.pi * math.e)
 
@@ -62,12 +62,8 @@ class FullRank(VIBackend):
         return optax.adam(_schedule(self.learning_rate, self.num_steps))
 
     def init_params(self, key, target, row):
+        loc, log_diag = initial_loc_log_scale(target, row, self.init_scale, self.use_encoder)
         d = target.latent_dim
-        if self.use_encoder and target.encode_fn is not None:
-            loc, scale = target.encode_fn(row["x"])
-            log_diag = jnp.log(scale)
-        else:
-            loc, log_diag = jnp.zeros(d), jnp.full(d, math.log(self.init_scale))
         return {"loc": loc, "log_diag": log_diag, "off_diag": jnp.zeros((d, d))}
 
     @staticmethod

@@ -39,6 +39,19 @@ def _schedule(lr, num_steps):
     return optax.cosine_decay_schedule(lr, num_steps, alpha=0.01)
 
 
+def initial_loc_log_scale(target, row, init_scale=1.0, use_encoder=True):
+    """Starting mean and log-scale ``[d]`` of a Gaussian family for one row.
+
+    The encoder's output on the zero-filled row when the model has an encoder
+    and ``use_encoder`` (QAVI), else the prior's mean with ``init_scale``.
+    """
+    if use_encoder and target.encode_fn is not None:
+        loc, scale = target.encode_fn(row["x"])
+        return loc, jnp.log(scale)
+    d = target.latent_dim
+    return jnp.zeros(d), jnp.full(d, math.log(init_scale))
+
+
 @register("gaussian")
 class Gaussian(VIBackend):
     """Mean-field Gaussian VI.
@@ -64,11 +77,8 @@ class Gaussian(VIBackend):
         return optax.adam(_schedule(self.learning_rate, self.num_steps))
 
     def init_params(self, key, target, row):
-        d = target.latent_dim
-        if self.use_encoder and target.encode_fn is not None:
-            loc, scale = target.encode_fn(row["x"])
-            return {"loc": loc, "log_scale": jnp.log(scale)}
-        return {"loc": jnp.zeros(d), "log_scale": jnp.full(d, math.log(self.init_scale))}
+        loc, log_scale = initial_loc_log_scale(target, row, self.init_scale, self.use_encoder)
+        return {"loc": loc, "log_scale": log_scale}
 
     def sample_and_log_prob(self, params, key, n):
         loc, log_scale = params["loc"], params["log_scale"]
