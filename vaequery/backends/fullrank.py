@@ -23,19 +23,18 @@ de-randomised L-BFGS.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from vaequery.backends._base import VIBackend, register
-from vaequery.backends.gaussian import _schedule, initial_loc_log_scale
+from vaequery.backends._base import register
+from vaequery.backends.gaussian import GaussianFamily
 
 _HALF_LOG_2PIE = 0.5 * math.log(2 * math.pi * math.e)
 
 
 @register("fullrank")
-class FullRank(VIBackend):
+class FullRank(GaussianFamily):
     """Full-covariance Gaussian VI, ``z = L eps + b``.
 
     Parameters
@@ -52,17 +51,8 @@ class FullRank(VIBackend):
         Initialise from the model's encoder when it has one.
     """
 
-    learning_rate: Any = 0.3
-    init_scale: float = 1.0
-    use_encoder: bool = True
-
-    def adam(self):
-        import optax
-
-        return optax.adam(_schedule(self.learning_rate, self.num_steps))
-
     def init_params(self, key, target, row):
-        loc, log_diag = initial_loc_log_scale(target, row, self.init_scale, self.use_encoder)
+        loc, log_diag = self.initial_loc_log_scale(target, row)
         d = target.latent_dim
         return {"loc": loc, "log_diag": log_diag, "off_diag": jnp.zeros((d, d))}
 

@@ -39,21 +39,31 @@ def _schedule(lr, num_steps):
     return optax.cosine_decay_schedule(lr, num_steps, alpha=0.01)
 
 
-def initial_loc_log_scale(target, row, init_scale=1.0, use_encoder=True):
-    """Starting mean and log-scale ``[d]`` of a Gaussian family for one row.
+class GaussianFamily(VIBackend):
+    """Shared settings of the Gaussian families (``"gaussian"``, ``"fullrank"``).
 
-    The encoder's output on the zero-filled row when the model has an encoder
-    and ``use_encoder`` (QAVI), else the prior's mean with ``init_scale``.
+    Adam with a cosine-decayed learning rate (module docstring) and a start at
+    the encoder's output on the zero-filled row (QAVI) or at the prior.
     """
-    if use_encoder and target.encode_fn is not None:
-        loc, scale = target.encode_fn(row["x"])
-        return loc, jnp.log(scale)
-    d = target.latent_dim
-    return jnp.zeros(d), jnp.full(d, math.log(init_scale))
+
+    learning_rate: Any = 0.3
+    init_scale: float = 1.0
+    use_encoder: bool = True
+
+    def adam(self):
+        return optax.adam(_schedule(self.learning_rate, self.num_steps))
+
+    def initial_loc_log_scale(self, target, row):
+        """Starting mean and log-scale ``[d]`` for one row."""
+        if self.use_encoder and target.encode_fn is not None:
+            loc, scale = target.encode_fn(row["x"])
+            return loc, jnp.log(scale)
+        d = target.latent_dim
+        return jnp.zeros(d), jnp.full(d, math.log(self.init_scale))
 
 
 @register("gaussian")
-class Gaussian(VIBackend):
+class Gaussian(GaussianFamily):
     """Mean-field Gaussian VI.
 
     Parameters
@@ -69,15 +79,8 @@ class Gaussian(VIBackend):
         Initialise from the model's encoder when it has one.
     """
 
-    learning_rate: Any = 0.3
-    init_scale: float = 1.0
-    use_encoder: bool = True
-
-    def adam(self):
-        return optax.adam(_schedule(self.learning_rate, self.num_steps))
-
     def init_params(self, key, target, row):
-        loc, log_scale = initial_loc_log_scale(target, row, self.init_scale, self.use_encoder)
+        loc, log_scale = self.initial_loc_log_scale(target, row)
         return {"loc": loc, "log_scale": log_scale}
 
     def sample_and_log_prob(self, params, key, n):
