@@ -15,6 +15,7 @@ from vaequery.testing import LinearGaussian  # noqa: E402
 FAST = {
     "gaussian": dict(num_steps=20, num_samples=8),
     "fullrank": dict(num_steps=20, num_samples=8),
+    "feature_vi": dict(num_steps=20, num_samples=8),
     "iaf": dict(num_steps=20, num_samples=8),
     "mixture": dict(num_steps=25, num_samples=8, num_components=3),
     "planar": dict(num_steps=20, num_samples=8, num_layers=3),
@@ -23,6 +24,10 @@ FAST = {
     "hmc": dict(num_warmup=20, num_chains=2, num_integration_steps=4),
     "mwg": dict(num_burnin=3, num_chains=2),
     "pseudo_gibbs": dict(num_burnin=3, num_chains=2),
+    "posterior_matching": dict(),
+    "decoder_only": dict(),
+    "fill_zeros": dict(),
+    "retuned_encoder": dict(),
 }
 
 

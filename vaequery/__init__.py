@@ -1,6 +1,6 @@
 """vaequery: conditional queries on a pretrained VAE, answered in batch by many backends."""
 
-from vaequery import backends, datasets, likelihoods, testing
+from vaequery import backends, datasets, guides, likelihoods, testing
 from vaequery.fit import InferenceError
 from vaequery.io import load, pretrained
 from vaequery.posterior import Posterior
@@ -21,6 +21,7 @@ __all__ = [
     "backends",
     "datasets",
     "from_decoder",
+    "guides",
     "likelihoods",
     "load",
     "pretrained",

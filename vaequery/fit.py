@@ -66,12 +66,58 @@ def _run_batch(backend, target, likelihood, keys, num_draws, chunk_size):
     return map_rows(one, (keys, target.data), chunk_size)
 
 
+def _posterior_start(post, query):
+    """Mean and Cholesky factor ``[N, d]``, ``[N, d, d]`` of a previous posterior's draws."""
+    z = np.asarray(post.z, np.float64)
+    z = z.reshape(z.shape[0], -1, z.shape[-1])
+    N, d = query.num_queries, query.model.latent_dim
+    if z.shape[0] != N or z.shape[-1] != d:
+        raise ValueError(
+            f"init=Posterior has {z.shape[0]} queries with latent_dim {z.shape[-1]}; this query "
+            f"has {N} rows and the model latent_dim {d}: pass the posterior of the same rows"
+        )
+    loc = z.mean(1)
+    diff = z - loc[:, None]
+    cov = np.einsum("nsi,nsj->nij", diff, diff) / max(z.shape[1] - 1, 1)
+    # a ridge keeps a start from a handful of draws (or a collapsed one) factorable
+    cov = cov + (1e-6 + 1e-3 * np.trace(cov, axis1=1, axis2=2) / d)[:, None, None] * np.eye(d)
+    return {"loc": loc.astype(np.float32), "tril": np.linalg.cholesky(cov).astype(np.float32)}
+
+
+@eqx.filter_jit
+def _guide_start(network, x, observed, keys):
+    def one(x, o, k):
+        loc, tril = network.moments(network.state(x, o), k)
+        return {"loc": loc, "tril": tril}
+
+    return jax.vmap(one)(x, observed, keys)
+
+
+def _resolve_init(backend, hyperparameters):
+    """Split ``init=`` into a backend setting and, for a Posterior, the posterior."""
+    from vaequery.posterior import Posterior
+
+    init = hyperparameters.get("init")
+    if isinstance(init, Posterior):
+        hyperparameters = {**hyperparameters, "init": "given"}
+        if isinstance(backend, _base.Backend):
+            backend = eqx.tree_at(lambda b: b.init, backend, "given")
+            hyperparameters.pop("init")
+        return backend, hyperparameters, init
+    return backend, hyperparameters, None
+
+
 def run(query, backend, key=0, *, num_draws=None, chunk_size=None, **hyperparameters):
     """Run ``backend`` on every row of ``query``; see :meth:`vaequery.Query.infer`."""
     from vaequery.posterior import Posterior
 
+    backend, hyperparameters, init_post = _resolve_init(backend, hyperparameters)
     backend = _base.get(backend, **hyperparameters)
     model = query.model
+    init = getattr(backend, "init", None)
+    if init == "given" and init_post is None:
+        raise ValueError("init='given' is set by passing a previous Posterior as init=")
+    backend = backend.bind(model)
     if backend.needs_encoder and model.encode_fn is None:
         no_enc = [n for n, c in _base._REGISTRY.items() if not c.needs_encoder]
         raise ValueError(
@@ -88,6 +134,17 @@ def run(query, backend, key=0, *, num_draws=None, chunk_size=None, **hyperparame
     target = query.target()
     key = as_key(key)
     keys = jax.random.split(key, query.num_queries)
+    if init_post is not None:
+        start = _posterior_start(init_post, query)
+    elif init in _base.GUIDE_INITS:
+        net = model.guides[init].network
+        k_start = jax.random.split(jax.random.fold_in(key, 7), query.num_queries)
+        start = _guide_start(net, target.data["x"], target.data["observed"], k_start)
+    else:
+        start = None
+    if start is not None:
+        start = jax.tree.map(jnp.asarray, start)
+        target = target._replace(data={**target.data, "start": start})
     fit, x_model = _run_batch(backend, target, model.likelihood, keys, num_draws, chunk_size)
     loss = np.asarray(fit.loss)
     z = np.asarray(fit.z)

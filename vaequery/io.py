@@ -13,6 +13,13 @@ On-disk format (``FORMAT_VERSION = 1``): a folder holding
     The array leaves of ``(encoder, decoder)`` written with
     :func:`equinox.tree_serialise_leaves`; the architecture above rebuilds the
     skeleton they are read into.
+``guides/<name>/guide.json`` and ``guides/<name>/weights.eqx`` (optional)
+    Each trained guide of ``VAE.guides`` (:mod:`vaequery.guides`):
+    ``{"format": "vaequery.guide", "format_version": 1, "kind", "features",
+    "latent_dim", "architecture", "info"}`` and its network's array leaves.
+    ``model.json`` lists them under ``"guides"``. A guide is refused on load
+    unless its feature names and latent size are the model's. A guide can also
+    be written and read alone (:func:`save_guide`, :func:`load_guide`).
 
 Only models whose decoder is a :class:`vaequery.decoder.MLPDecoder` (and encoder,
 if any, a :class:`~vaequery.decoder.MLPEncoder`) with a Gaussian likelihood can be
@@ -37,6 +44,10 @@ FORMAT = "vaequery.vae"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.eqx"
+GUIDE_FORMAT = "vaequery.guide"
+GUIDE_FORMAT_VERSION = 1
+GUIDE_FILE = "guide.json"
+GUIDES_DIR = "guides"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 
@@ -96,6 +107,7 @@ def _describe(vae) -> dict:
         "architecture": arch,
         "dtype": str(dec.net.layers[0].weight.dtype),
         "metadata": vae.metadata,
+        "guides": sorted(vae.guides),
     }
 
 
@@ -118,8 +130,96 @@ def save(vae, path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     eqx.tree_serialise_leaves(path / WEIGHTS_FILE, (vae.encode_fn, vae.decode_fn))
+    guides_dir = path / GUIDES_DIR
+    if guides_dir.is_dir():  # guides of an earlier save must not outlive it
+        import shutil
+
+        shutil.rmtree(guides_dir)
+    for name, guide in vae.guides.items():
+        _check_guide_name(name)
+        save_guide(guide, guides_dir / name)
     (path / MODEL_FILE).write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
     return path
+
+
+def _check_guide_name(name):
+    if not isinstance(name, str) or not name.replace("_", "").isalnum():
+        raise ValueError(
+            f"guide names must be letters, digits and '_' (a folder name), got {name!r}"
+        )
+
+
+def save_guide(guide, path) -> Path:
+    """Write one trained guide to the folder ``path`` (``guide.json`` + ``weights.eqx``).
+
+    Parameters
+    ----------
+    guide : vaequery.guides.Guide
+    path : str or Path
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    eqx.tree_serialise_leaves(path / WEIGHTS_FILE, guide.network)
+    info = {
+        "format": GUIDE_FORMAT,
+        "format_version": GUIDE_FORMAT_VERSION,
+        "vaequery_version": _version(),
+        "kind": guide.kind,
+        "features": list(guide.features),
+        "latent_dim": int(guide.latent_dim),
+        "architecture": guide.architecture,
+        "info": guide.info,
+    }
+    (path / GUIDE_FILE).write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def load_guide(path, model=None):
+    """Read a guide written by :func:`save_guide`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The guide's folder.
+    model : vaequery.VAE, optional
+        If given, the guide must have been trained for its features and latent
+        size (else ``ValueError``).
+
+    Returns
+    -------
+    vaequery.guides.Guide
+    """
+    from vaequery.guides.guide import Guide, build_network
+
+    path = Path(path)
+    meta = path / GUIDE_FILE
+    if not meta.exists():
+        raise FileNotFoundError(f"no vaequery guide at {path}: expected the file {meta}")
+    info = json.loads(meta.read_text())
+    if info.get("format") != GUIDE_FORMAT:
+        raise ValueError(f"{meta} is not a vaequery guide file (format {info.get('format')!r})")
+    if info.get("format_version") != GUIDE_FORMAT_VERSION:
+        raise ValueError(
+            f"{path} holds a guide in format version {info.get('format_version')} (vaequery "
+            f"{info.get('vaequery_version')}); this vaequery {_version()} reads guide format "
+            f"version {GUIDE_FORMAT_VERSION} only. Retrain the guide."
+        )
+    network = eqx.tree_deserialise_leaves(path / WEIGHTS_FILE, build_network(info["architecture"]))
+    guide = Guide(
+        info["kind"],
+        network,
+        list(info["features"]),
+        int(info["latent_dim"]),
+        info["architecture"],
+        info.get("info", {}),
+    )
+    if model is not None:
+        guide.check_compatible(model, path.name)
+    return guide
 
 
 def _json_default(o):
@@ -186,9 +286,10 @@ def load(path):
     likelihood = Gaussian(
         scale if isinstance(scale, float) else np.asarray(scale), lik_info["min_scale"]
     )
-    return VAE(
-        dec, info["latent_dim"], schema, likelihood, encode_fn=enc, metadata=info["metadata"]
-    )
+    vae = VAE(dec, info["latent_dim"], schema, likelihood, encode_fn=enc, metadata=info["metadata"])
+    for name in info.get("guides", []):
+        vae.guides[name] = load_guide(path / GUIDES_DIR / name, model=vae)
+    return vae
 
 
 def available_pretrained() -> list[str]:

@@ -87,6 +87,8 @@ class Target(NamedTuple):
         ``x[..., D] -> (loc, scale)`` if the model has an encoder.
     data : dict
         ``{"x": [N, D], "observed": bool [N, D]}``; a *row* is one slice of it.
+        It may also hold ``"start"`` (``{"loc": [N, d], "tril": [N, d, d]}``),
+        the precomputed start of variational backends (``init=``).
     sample_x_fn : callable or None
         ``(key, z[d]) -> x[D]``: one draw of every feature from ``p(x | z)``
         in model units (Gibbs-type backends impute with it); ``None`` if the
@@ -130,6 +132,15 @@ class DecoderSampler(eqx.Module):
         return self.likelihood.sample(key, self.decode_fn(z))
 
 
+#: Row fields that belong to inference, not to the model (a VI start, see ``init=``).
+RESERVED_ROW_KEYS = ("start",)
+
+
+def model_args(row: dict) -> dict:
+    """The fields of a row that are the NumPyro model's keyword arguments."""
+    return {k: v for k, v in row.items() if k not in RESERVED_ROW_KEYS}
+
+
 def target_functions(numpyro_model, latent_site: str = "z"):
     """Log-density functions over the latent site of a NumPyro model.
 
@@ -148,11 +159,11 @@ def target_functions(numpyro_model, latent_site: str = "z"):
     prior_only = handlers.block(numpyro_model, hide_fn=_is_observed)
 
     def logdensity_fn(z, row):
-        return log_density(numpyro_model, (), row, {latent_site: z})[0]
+        return log_density(numpyro_model, (), model_args(row), {latent_site: z})[0]
 
     def logprior_fn(z, row):
         # The observed sites are hidden from the trace; the decoder call inside
         # the blocked model is dead code that XLA removes.
-        return log_density(prior_only, (), row, {latent_site: z})[0]
+        return log_density(prior_only, (), model_args(row), {latent_site: z})[0]
 
     return logdensity_fn, logprior_fn

@@ -300,6 +300,48 @@ PRETRAINED_RECIPES = {
 
 _COMMON = dict(hidden=(128, 128), num_epochs=300, batch_size=64, learning_rate=1e-3, patience=30)
 
+#: Guides shipped with every pretrained model (``benchmarks/train_pretrained.py``):
+#: a posterior-matching Gaussian head (residual MLP, width 64, 2 blocks: small
+#: enough to ship) and QAVI's re-tuned encoder, both on "uniform" masks, at most
+#: 20,000 steps of batch 256 with early stopping on the validation split, key 0.
+GUIDE_RECIPES = {
+    "posterior_matching": dict(head="gaussian", width=64, num_blocks=2, masks="uniform"),
+    "retuned_encoder": dict(masks="uniform"),
+}
+
+
+def train_pretrained_guides(vae: VAE, name: str, *, key=0, progress=True, **overrides) -> VAE:
+    """Train the shipped guides (:data:`GUIDE_RECIPES`) of a pretrained model in place.
+
+    Parameters
+    ----------
+    vae : VAE
+        The model trained by :func:`train_pretrained` for dataset ``name``.
+    name : str
+        Its dataset (the guides train on its train split, stop on its val split).
+    key : int
+    progress : bool
+    **overrides
+        Passed to both trainers (e.g. ``num_steps=100`` for a smoke test).
+
+    Returns
+    -------
+    VAE
+        The same object, with ``vae.guides`` filled.
+    """
+    from vaequery import datasets, guides
+
+    train_split, val_split = datasets.load(name, "train"), datasets.load(name, "val")
+    trainers = {
+        "posterior_matching": guides.train_posterior_matching,
+        "retuned_encoder": guides.train_retuned_encoder,
+    }
+    for guide_name, recipe in GUIDE_RECIPES.items():
+        trainers[guide_name](
+            vae, train_split, val_split, key=key, progress=progress, **{**recipe, **overrides}
+        )
+    return vae
+
 
 def train_pretrained(name: str, out_dir=None, *, key=0, progress=True, **overrides) -> VAE:
     """Train one shipped model with its recipe and optionally save it.

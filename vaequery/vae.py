@@ -31,6 +31,10 @@ class VAE:
         to initialise VI (QAVI).
     metadata : dict, optional
         Free-form information (training recipe, test ELBO, versions).
+    guides : dict, optional
+        Trained amortized guides by name (:class:`vaequery.guides.Guide`);
+        the trainers in :mod:`vaequery.guides` add to it, and
+        :meth:`save` writes them with the model.
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class VAE:
         likelihood: Likelihood,
         encode_fn: Callable | None = None,
         metadata: dict | None = None,
+        guides: dict | None = None,
     ):
         if int(latent_dim) < 1:
             raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
@@ -50,6 +55,7 @@ class VAE:
         self.likelihood = likelihood
         self.encode_fn = encode_fn
         self.metadata = dict(metadata or {})
+        self.guides = dict(guides or {})
         self._numpyro_model = build_numpyro_model(decode_fn, likelihood, self.latent_dim)
         self._target_fns = target_functions(self._numpyro_model)
 
@@ -115,9 +121,10 @@ class VAE:
 
     def __repr__(self) -> str:
         enc = ", encoder" if self.encode_fn is not None else ""
+        guides = f", guides={sorted(self.guides)}" if self.guides else ""
         return (
             f"VAE(latent_dim={self.latent_dim}, features={self.num_features}, "
-            f"likelihood={type(self.likelihood).__name__}{enc})"
+            f"likelihood={type(self.likelihood).__name__}{enc}{guides})"
         )
 
 

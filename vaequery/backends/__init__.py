@@ -1,6 +1,8 @@
 """Inference backends, registered by name (see :func:`available`)."""
 
 from vaequery.backends._base import (
+    INITS,
+    AmortizedBackend,
     Backend,
     Fit,
     VIBackend,
@@ -10,6 +12,8 @@ from vaequery.backends._base import (
     negative_elbo,
     register,
 )
+from vaequery.backends.feature_vi import FeatureVI
+from vaequery.backends.fill_zeros import FillZeros, RetunedEncoder
 from vaequery.backends.fullrank import FullRank
 from vaequery.backends.gaussian import Gaussian
 from vaequery.backends.gibbs import MetropolisWithinGibbs, PseudoGibbs
@@ -18,9 +22,17 @@ from vaequery.backends.iaf import IAF
 from vaequery.backends.mixture import Mixture
 from vaequery.backends.numpyro_svi import NumPyroSVI
 from vaequery.backends.planar import Planar
+from vaequery.backends.posterior_matching import DecoderOnly, PosteriorMatching
 
 __all__ = [
+    "INITS",
+    "AmortizedBackend",
     "Backend",
+    "DecoderOnly",
+    "FillZeros",
+    "PosteriorMatching",
+    "RetunedEncoder",
+    "FeatureVI",
     "Fit",
     "FullRank",
     "Gaussian",

@@ -12,6 +12,10 @@ batch under one ``jit``. Two methods make the contract:
     Draw from the fitted approximation with its log-density. The IWAE
     likelihood and PSIS diagnostics use it as their importance proposal.
 
+Before a batch runs, :func:`vaequery.fit.run` calls ``backend.bind(model)``:
+amortized backends (:class:`AmortizedBackend`) take the trained network they
+need from the model there, so it rides in the backend as traced arrays.
+
 Variational backends subclass :class:`VIBackend` and supply only
 ``init_params``, ``sample_and_log_prob`` and optionally an analytic ``entropy``;
 the ELBO, the optimiser and the ``lax.scan`` over steps are shared.
@@ -115,6 +119,10 @@ class Backend(eqx.Module):
         """Answer one query row; see the module docstring."""
         raise NotImplementedError
 
+    def bind(self, model) -> Backend:
+        """This backend ready to answer queries on ``model`` (default: unchanged)."""
+        return self
+
     def sample_and_log_prob(self, state, key, n: int):
         """``n`` draws from the fitted approximation and their log-density."""
         raise NotImplementedError
@@ -184,6 +192,14 @@ class VIBackend(Backend):
         KL weight (1 for tables; QAVI uses 20 for images).
     optimizer : {"adam", "lbfgs"}
         See above.
+    init : str
+        Where each query starts (see :data:`INITS`): ``"auto"`` (the encoder
+        on the zero-filled row if the model has one, else the prior),
+        ``"prior"``, ``"encoder"``, ``"posterior_matching"`` or
+        ``"decoder_only"`` (the model's trained guide of that name). A previous
+        :class:`~vaequery.Posterior` of the same rows is accepted by
+        ``Query.infer(init=...)``. Families use the start's mean and covariance
+        (mean-field: its marginal standard deviations).
     """
 
     num_steps: int = 300
@@ -191,6 +207,7 @@ class VIBackend(Backend):
     learning_rate: Any = 0.1
     beta: float = 1.0
     optimizer: str = "adam"
+    init: str = "auto"
 
     def __check_init__(self):
         _check_int("num_steps", self.num_steps, 1)
@@ -204,6 +221,36 @@ class VIBackend(Backend):
             raise ValueError(
                 f"learning_rate must be a positive number or an optax schedule, got {lr!r}"
             )
+        check_init(self.init)
+
+    def bind(self, model):
+        if self.init == "encoder" and model.encode_fn is None:
+            raise ValueError(
+                f"init='encoder' needs a model with an encoder; this one has none. "
+                f"Accepted: {list(INITS)} or a previous Posterior"
+            )
+        if self.init in GUIDE_INITS:
+            require_guide(model, self.init)
+        return self
+
+    def start(self, target, row):
+        """The start of one row: mean ``[d]`` and Cholesky factor ``[d, d]``.
+
+        Precomputed starts (guides, previous posteriors) arrive in
+        ``row["start"]``; otherwise the encoder or the prior, as ``init`` says.
+        """
+        if isinstance(row, dict) and "start" in row:
+            return row["start"]["loc"], row["start"]["tril"]
+        d = target.latent_dim
+        if self.init in ("auto", "encoder") and target.encode_fn is not None:
+            loc, scale = target.encode_fn(row["x"])
+            return loc, jnp.diag(scale)
+        return jnp.zeros(d), getattr(self, "init_scale", 1.0) * jnp.eye(d)
+
+    def start_loc_log_scale(self, target, row):
+        """Start mean ``[d]`` and log of its marginal standard deviations ``[d]``."""
+        loc, tril = self.start(target, row)
+        return loc, 0.5 * jnp.log(jnp.sum(tril**2, -1))
 
     def init_params(self, key, target, row):
         """Initial variational parameters for one row."""
@@ -232,7 +279,7 @@ class VIBackend(Backend):
         z, log_q = self.sample_and_log_prob(params, key, self.num_samples)
         return negative_elbo(z, log_q, self.entropy(params), target, row, self.beta)
 
-    def init(self, key, target, row) -> VIState:
+    def init_state(self, key, target, row) -> VIState:
         """Initial :class:`VIState` for one row."""
         params = self.init_params(key, target, row)
         return VIState(params, self.transformation().init(split_trainable(params)[0]))
@@ -265,7 +312,7 @@ class VIBackend(Backend):
 
     def run_one(self, key, target, row, num_draws):
         k_init, k_steps, k_draw = jax.random.split(key, 3)
-        state = self.init(k_init, target, row)
+        state = self.init_state(k_init, target, row)
         if self.optimizer == "lbfgs":
             # de-randomised objective: the same noise at every step (Wu et al.)
             keys = jnp.broadcast_to(k_steps, (self.num_steps,) + k_steps.shape)
@@ -299,6 +346,55 @@ class VIBackend(Backend):
         structure from a template; see :mod:`vaequery.backends.iaf`).
         """
         return eqx.filter(params, eqx.is_array)
+
+
+#: Accepted values of ``init=`` for the variational backends.
+INITS = ("auto", "prior", "encoder", "posterior_matching", "decoder_only", "given")
+#: The ``init=`` values that need a trained guide stored in ``model.guides``.
+GUIDE_INITS = ("posterior_matching", "decoder_only")
+
+
+def check_init(init):
+    """Raise a ``ValueError`` listing the accepted values unless ``init`` is one."""
+    if not isinstance(init, str) or init not in INITS:
+        raise ValueError(
+            f"init must be one of {list(INITS[:-1])} or a previous Posterior "
+            f"(Query.infer(init=post)), got {init!r}"
+        )
+
+
+def require_guide(model, name):
+    """The model's trained guide ``name``, or a ``ValueError`` naming its trainer."""
+    from vaequery.guides.guide import KINDS
+
+    guides = getattr(model, "guides", {}) or {}
+    if name not in guides:
+        kind = name if name in KINDS else "posterior_matching"
+        have = sorted(guides) or "none"
+        raise ValueError(
+            f"this model has no trained guide {name!r} (its guides: {have}); train one with "
+            f"{KINDS[kind]}(model, ...), or load a model saved with one"
+        )
+    guide = guides[name]
+    guide.check_compatible(model, name)
+    return guide
+
+
+class AmortizedBackend(Backend):
+    """A backend that answers each query with one network pass, no optimisation.
+
+    Subclasses supply :meth:`row_state` (the per-row parameters of ``q``) and
+    :meth:`sample_and_log_prob`. The loss trace is empty.
+    """
+
+    def row_state(self, target, row):
+        """Per-row parameters of the amortized ``q(z | x_O)``."""
+        raise NotImplementedError
+
+    def run_one(self, key, target, row, num_draws):
+        state = self.row_state(target, row)
+        z, _ = self.sample_and_log_prob(state, key, num_draws)
+        return Fit(state, z, jnp.zeros((0,)), {})
 
 
 def _check_int(name, value, lo):

@@ -46,15 +46,17 @@ class FullRank(GaussianFamily):
     beta : float, default 1.0
     optimizer : {"adam", "lbfgs"}, default "adam"
     init_scale : float, default 1.0
-        Initial diagonal of ``L`` unless an encoder gives one.
-    use_encoder : bool, default True
-        Initialise from the model's encoder when it has one.
+        Initial diagonal of ``L`` when starting from the prior.
+    init : str, default "auto"
+        Start of each query (see :class:`~vaequery.backends.VIBackend`); a
+        full-covariance start (posterior matching, a previous posterior) is
+        used whole.
     """
 
     def init_params(self, key, target, row):
-        loc, log_diag = self.initial_loc_log_scale(target, row)
-        d = target.latent_dim
-        return {"loc": loc, "log_diag": log_diag, "off_diag": jnp.zeros((d, d))}
+        loc, tril = self.start(target, row)
+        diag = jnp.diagonal(tril)
+        return {"loc": loc, "log_diag": jnp.log(jnp.abs(diag)), "off_diag": jnp.tril(tril, -1)}
 
     @staticmethod
     def cholesky(params):

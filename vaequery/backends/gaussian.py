@@ -16,7 +16,8 @@ directions, then stochastic-gradient jitter in the last iterate); the decaying 0
 gives 0.05 sd and 8 %. QAVI starts from the encoder, which hides the slow start.
 Pass ``learning_rate=optax.constant_schedule(0.1)`` for QAVI's exact setting.
 The means start at the encoder's output on the zero-filled row when the model has
-an encoder (QAVI), else at the prior.
+an encoder (QAVI), else at the prior; ``init=`` chooses another start (a trained
+posterior-matching guide, or a previous posterior).
 """
 
 from __future__ import annotations
@@ -42,24 +43,15 @@ def _schedule(lr, num_steps):
 class GaussianFamily(VIBackend):
     """Shared settings of the Gaussian families (``"gaussian"``, ``"fullrank"``).
 
-    Adam with a cosine-decayed learning rate (module docstring) and a start at
-    the encoder's output on the zero-filled row (QAVI) or at the prior.
+    Adam with a cosine-decayed learning rate (module docstring) and a start
+    chosen by ``init`` (:class:`~vaequery.backends.VIBackend`).
     """
 
     learning_rate: Any = 0.3
     init_scale: float = 1.0
-    use_encoder: bool = True
 
     def adam(self):
         return optax.adam(_schedule(self.learning_rate, self.num_steps))
-
-    def initial_loc_log_scale(self, target, row):
-        """Starting mean and log-scale ``[d]`` for one row."""
-        if self.use_encoder and target.encode_fn is not None:
-            loc, scale = target.encode_fn(row["x"])
-            return loc, jnp.log(scale)
-        d = target.latent_dim
-        return jnp.zeros(d), jnp.full(d, math.log(self.init_scale))
 
 
 @register("gaussian")
@@ -74,13 +66,13 @@ class Gaussian(GaussianFamily):
         A float is the peak of a cosine decay to 1 % (see module docstring).
     beta : float, default 1.0
     init_scale : float, default 1.0
-        Initial standard deviation (the prior's), unless an encoder gives one.
-    use_encoder : bool, default True
-        Initialise from the model's encoder when it has one.
+        Initial standard deviation when starting from the prior.
+    init : str, default "auto"
+        Start of each query (see :class:`~vaequery.backends.VIBackend`).
     """
 
     def init_params(self, key, target, row):
-        loc, log_scale = self.initial_loc_log_scale(target, row)
+        loc, log_scale = self.start_loc_log_scale(target, row)
         return {"loc": loc, "log_scale": log_scale}
 
     def sample_and_log_prob(self, params, key, n):

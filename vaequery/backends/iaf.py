@@ -50,8 +50,6 @@ class FlowBackend(VIBackend):
     and scale are trained (``train_base``).
     """
 
-    use_encoder: bool = True
-
     #: whether the base Gaussian's mean and log-scale are optimised
     train_base = False
 
@@ -64,11 +62,7 @@ class FlowBackend(VIBackend):
 
     def init_params(self, key, target, row):
         d = target.latent_dim
-        if self.use_encoder and target.encode_fn is not None:
-            loc, scale = target.encode_fn(row["x"])
-            log_scale = jnp.log(scale)
-        else:
-            loc, log_scale = jnp.zeros(d), jnp.zeros(d)
+        loc, log_scale = self.start_loc_log_scale(target, row)
         return {"loc": loc, "log_scale": log_scale, "flow": self.build_bijection(key, d)}
 
     def _bijection(self, params):
@@ -118,8 +112,10 @@ class IAF(FlowBackend):
         Width of each MADE hidden layer (QAVI: 8; 320 for images).
     hidden_depth : int, default 2
         Number of MADE hidden layers (QAVI: ``[8, 8]``).
-    use_encoder : bool, default True
-        Fix the base Gaussian at the encoder's output when the model has one.
+    init : str, default "auto"
+        Where the base Gaussian is fixed: the encoder's output when the model
+        has one (QAVI), else the prior; or another start (see
+        :class:`~vaequery.backends.VIBackend`).
     """
 
     learning_rate: Any = 0.03

@@ -169,7 +169,9 @@ class Mixture(VIBackend):
     init_spread : float, default 0.3
         Initial means are the encoder's (or 0) plus ``U(-1, 1) * init_spread``
         times the encoder's scale (1 without an encoder).
-    use_encoder : bool, default True
+    init : str, default "auto"
+        Centre and scale of the initial components (see
+        :class:`~vaequery.backends.VIBackend`).
     """
 
     learning_rate: Any = 0.3
@@ -181,7 +183,6 @@ class Mixture(VIBackend):
     reinit_until: int = 100
     reinit_threshold: float = 0.01
     init_spread: float = 0.3
-    use_encoder: bool = True
 
     def __check_init__(self):
         _check_int("num_components", self.num_components, 1)
@@ -202,11 +203,7 @@ class Mixture(VIBackend):
     # ------------------------------------------------------------ params
     def _init_components(self, key, target, row):
         d, K = target.latent_dim, self.num_components
-        if self.use_encoder and target.encode_fn is not None:
-            loc, scale = target.encode_fn(row["x"])
-            log_scale = jnp.log(scale)
-        else:
-            loc, log_scale = jnp.zeros(d), jnp.zeros(d)
+        loc, log_scale = self.start_loc_log_scale(target, row)
         noise = jax.random.uniform(key, (K, d), minval=-1.0, maxval=1.0)
         # the spread is in units of the encoder's scale: QAVI's U(-1, 1) was set for
         # a 1-D latent and puts 16-D components far outside a narrow posterior

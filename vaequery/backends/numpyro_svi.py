@@ -96,6 +96,15 @@ class NumPyroSVI(VIBackend):
                 f"the numpyro backend supports optimizer='adam' only, got {self.optimizer!r}"
             )
 
+    def bind(self, model):
+        if self.init not in ("auto", "prior"):
+            raise ValueError(
+                "the numpyro backend starts where its AutoGuide's init_loc_fn says; "
+                f"init={self.init!r} is not supported here (use gaussian/fullrank/iaf/planar/"
+                "mixture for warm starts)"
+            )
+        return self
+
     def adam(self):
         import optax
 

@@ -45,8 +45,8 @@ class Planar(FlowBackend):
     optimizer : {"adam", "lbfgs"}, default "adam"
     num_layers : int, default 16
         Planar layers ``K`` (Wu et al.: 16 for MNIST, 8 Anime, 32 CelebA).
-    use_encoder : bool, default True
-        Start the base Gaussian at the encoder's output when the model has one.
+    init : str, default "auto"
+        Start of the base Gaussian (see :class:`~vaequery.backends.VIBackend`).
     """
 
     learning_rate: Any = 0.05

@@ -1,0 +1,69 @@
+r"""Fill-zeros (Nazábal et al. 2020; QAVI's baseline) and the re-tuned encoder.
+
+``"fill_zeros"``: the model's encoder applied to the row with every unobserved
+feature set to 0 (the standardised mean), taken as the posterior,
+:math:`q(z) = \mathcal N(\mu_\phi(\tilde x), \operatorname{diag}\sigma_\phi^2(\tilde x))`.
+The encoder never saw such rows in training, so the answer is biased
+(posterior matching, appendix E).
+
+``"retuned_encoder"``: the same, with a copy of the encoder fine-tuned on masked
+rows with the decoder frozen (Collier et al. 2020), trained by
+:func:`vaequery.guides.train_retuned_encoder` and stored in ``model.guides``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from vaequery.backends._base import AmortizedBackend, register, require_guide
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+@register("fill_zeros")
+class FillZeros(AmortizedBackend):
+    """The encoder on the zero-filled row, no optimisation (QAVI "Fill Zeros")."""
+
+    needs_encoder: ClassVar[bool] = True
+
+    def _encode(self, target, x):
+        return target.encode_fn(x)
+
+    def row_state(self, target, row):
+        loc, scale = self._encode(target, jnp.where(row["observed"], row["x"], 0.0))
+        return {"loc": loc, "scale": scale}
+
+    def sample_and_log_prob(self, state, key, n):
+        loc, scale = state["loc"], state["scale"]
+        eps = jax.random.normal(key, (n,) + loc.shape)
+        log_q = (
+            -0.5 * jnp.sum(eps**2, -1) - jnp.sum(jnp.log(scale)) - 0.5 * loc.shape[-1] * _LOG_2PI
+        )
+        return loc + scale * eps, log_q
+
+
+@register("retuned_encoder")
+class RetunedEncoder(FillZeros):
+    """The encoder fine-tuned on masked rows (QAVI "Re-tuned Encoder").
+
+    Parameters
+    ----------
+    guide : str, default "retuned_encoder"
+        Name of the guide in ``model.guides``.
+    """
+
+    needs_encoder: ClassVar[bool] = False
+    guide: str = "retuned_encoder"
+    network: eqx.Module | None = None
+
+    def bind(self, model):
+        g = require_guide(model, self.guide)
+        return eqx.tree_at(lambda b: b.network, self, g.network, is_leaf=lambda x: x is None)
+
+    def _encode(self, target, x):
+        return self.network(x)

@@ -1,0 +1,88 @@
+"""A trained amortized guide and what it needs to be saved, checked and rebuilt.
+
+A :class:`Guide` belongs to one model: it records the feature names and latent
+size it was trained for, how its network is built (so :mod:`vaequery.io` can
+read its weights back without pickle), how it was trained, and the network.
+Models keep their guides in ``VAE.guides`` by name:
+
+``"posterior_matching"``
+    A :class:`~vaequery.guides.PartialEncoder` trained with posterior matching.
+``"decoder_only"``
+    A :class:`~vaequery.guides.PartialEncoder` trained on the decoder's own samples.
+``"retuned_encoder"``
+    A copy of the model's encoder fine-tuned on masked rows, decoder frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+
+#: The kinds of guide vaequery trains, and the function that trains each.
+KINDS = {
+    "posterior_matching": "vaequery.guides.train_posterior_matching",
+    "decoder_only": "vaequery.guides.train_decoder_only",
+    "retuned_encoder": "vaequery.guides.train_retuned_encoder",
+}
+
+
+@dataclass
+class Guide:
+    """A trained amortized network that belongs to a model.
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`KINDS`.
+    network : equinox.Module
+        :class:`~vaequery.guides.PartialEncoder` or :class:`~vaequery.decoder.MLPEncoder`.
+    features : list of str
+        Feature names (in order) of the model it was trained for.
+    latent_dim : int
+    architecture : dict
+        Constructor arguments that rebuild ``network``'s skeleton.
+    info : dict
+        Training record (steps, seconds, validation loss, mask distribution...).
+    """
+
+    kind: str
+    network: object
+    features: list
+    latent_dim: int
+    architecture: dict
+    info: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        head = self.architecture.get("head")
+        extra = f", head={head!r}" if head else ""
+        return (
+            f"Guide(kind={self.kind!r}{extra}, features={len(self.features)}, "
+            f"latent_dim={self.latent_dim})"
+        )
+
+    def check_compatible(self, model, name=None):
+        """Raise ``ValueError`` unless the guide was trained for ``model``'s features."""
+        label = name or self.kind
+        if list(self.features) != list(model.feature_names) or self.latent_dim != model.latent_dim:
+            raise ValueError(
+                f"guide {label!r} was trained for features {self.features} with latent_dim "
+                f"{self.latent_dim}; this model has features {model.feature_names} and "
+                f"latent_dim {model.latent_dim}. Retrain it with "
+                f"{KINDS.get(self.kind, 'its trainer')}"
+            )
+
+
+def build_network(architecture: dict):
+    """Rebuild a guide network's skeleton from its ``architecture`` record."""
+    from vaequery.decoder import MLPEncoder
+    from vaequery.guides.networks import PartialEncoder
+
+    arch = dict(architecture)
+    cls = arch.pop("class")
+    key = jax.random.key(0)  # skeleton only: the weights are read over it
+    if cls == "PartialEncoder":
+        return PartialEncoder(key=key, **arch)
+    if cls == "MLPEncoder":
+        return MLPEncoder(arch["num_features"], arch["latent_dim"], tuple(arch["hidden"]), key=key)
+    raise ValueError(f"unknown guide network class {cls!r}")
