@@ -101,6 +101,10 @@ def _resolve_init(backend, hyperparameters):
     if isinstance(init, Posterior):
         hyperparameters = {**hyperparameters, "init": "given"}
         if isinstance(backend, _base.Backend):
+            if not isinstance(backend, _base.VIBackend):
+                raise TypeError(
+                    f"init= is a setting of the variational backends; {backend.name!r} has none"
+                )
             backend = eqx.tree_at(lambda b: b.init, backend, "given")
             hyperparameters.pop("init")
         return backend, hyperparameters, init

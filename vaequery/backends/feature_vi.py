@@ -50,8 +50,9 @@ Defaults
 
 Parameters start at the decoder's mean of the encoder's code for the zero-filled
 row (the observed entries keep their values) with :math:`s = 1`, the scale of a
-standardised feature. The ``init`` setting of the other variational backends
-does not apply (:math:`q_\lambda` lives in feature space) and is ignored.
+standardised feature. The ``init`` starts of the other variational backends
+do not apply (:math:`q_\lambda` lives in feature space): only ``"auto"`` /
+``"encoder"`` are accepted.
 
 Draws and importance proposal
     ``Fit.z`` holds draws of the hierarchical :math:`q`: :math:`x_M \sim q_\lambda`,
@@ -168,6 +169,14 @@ class FeatureVI(VIBackend):
             raise ValueError(f"num_proposal_draws must be an integer >= 2, got {n!r}")
         if not (isinstance(self.proposal_scale, (int, float)) and self.proposal_scale > 0):
             raise ValueError(f"proposal_scale must be > 0, got {self.proposal_scale!r}")
+
+    def bind(self, model):
+        if self.init not in ("auto", "encoder"):
+            raise ValueError(
+                "feature_vi starts from the encoder's reconstruction of the zero-filled row "
+                f"(its q lives over the missing features); init={self.init!r} is not supported"
+            )
+        return self
 
     def adam(self):
         return optax.adam(_schedule(self.learning_rate, self.num_steps))

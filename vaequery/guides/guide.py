@@ -61,6 +61,29 @@ class Guide:
             f"latent_dim={self.latent_dim})"
         )
 
+    def __getstate__(self):
+        # pickle through the project's own format (architecture + serialised
+        # array leaves), never the network object: it may hold functions
+        import io
+
+        import equinox as eqx
+
+        buf = io.BytesIO()
+        eqx.tree_serialise_leaves(buf, self.network)
+        state = {k: v for k, v in self.__dict__.items() if k != "network"}
+        return {**state, "weights": buf.getvalue()}
+
+    def __setstate__(self, state):
+        import io
+
+        import equinox as eqx
+
+        state = dict(state)
+        weights = state.pop("weights")
+        self.__dict__.update(state)
+        skeleton = build_network(self.architecture)
+        self.network = eqx.tree_deserialise_leaves(io.BytesIO(weights), skeleton)
+
     def check_compatible(self, model, name=None):
         """Raise ``ValueError`` unless the guide was trained for ``model``'s features."""
         label = name or self.kind

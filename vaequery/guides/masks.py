@@ -8,10 +8,12 @@ training step draws fresh masks without leaving JAX.
 * :class:`MCAR` -- each feature hidden independently with probability ``rate``.
   Posterior matching's UCI runs use ``rate = 0.5`` (its appendix D.1; VAEAC too).
 * :class:`UniformCount` -- the number of hidden features is uniform on
-  ``0..D``, then a uniformly random subset of that size is hidden: what
-  posterior matching calls masks "sampled from a uniform distribution" (appendix
-  D.2-D.4). Every query size is equally represented, so it is vaequery's default
-  for guides that must answer arbitrary queries.
+  ``0..D``, then a uniformly random subset of that size is hidden. Posterior
+  matching's image and acquisition runs draw masks "from a uniform distribution"
+  over how much is observed (appendix D.3: "between 0% and 20% of the features
+  as observed", uniformly); this is that with the full range. Every query size is
+  equally represented (MCAR(0.5) concentrates on about D/2 observed), so it is
+  vaequery's default for guides that must answer arbitrary queries.
 * :class:`HalfMissing` -- QAVI's test protocol: exactly ``floor(D / 2)`` hidden.
 * :class:`Patches` -- square patches of an image hidden (QAVI section 5).
 * :class:`MixtureOfMasks` -- pick one of several distributions per row.
