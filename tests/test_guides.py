@@ -16,8 +16,9 @@ decoder-only Gaussian, D=8 d=3 sigma=0.3    uniform          0.10 / 0.7  ~3
 "Never in train": the training masks never hide features 0 and 1 together, and
 every test mask hides both. Bimodal oracle (only x0 = z1 z2 observed, 8
 queries, 4000 steps): forward KL(p || q) 0.09-0.20 nats for the mixture head
-against 1.2-2.4 for the Gaussian head; the z1 > 0 mode's share 0.49-0.60 (exact
-0.5). The test trains 2000 steps.
+against 1.2-2.4 for a trained Gaussian head; the z1 > 0 mode's share 0.49-0.60
+(exact 0.5). The test trains 2000 steps and compares with the moment-matched
+Gaussian, the best forward-KL Gaussian there is.
 """
 
 import json
@@ -111,33 +112,36 @@ def test_mixture_head_puts_mass_on_both_modes():
     w = o.posterior_weights(x, obs)
     log_p = np.log(np.maximum(w, 1e-300)) - o.cell_log_area
     exact_share = (w * (o.grid[:, 0] > 0)).sum(-1)
-    fkl, share = {}, {}
-    for head, steps in [("mixture", 2000), ("gaussian", 500)]:
-        g = vq.guides.train_decoder_only(
-            vae,
-            head=head,
-            num_steps=steps,
-            width=64,
-            context_size=32,
-            learning_rate=3e-3,
-            progress=False,
-            attach=False,
-        )
-        net = g.network
-        states = jax.vmap(net.state)(jnp.asarray(x, jnp.float32), jnp.asarray(obs))
-        grid = jnp.asarray(o.grid, jnp.float32)
-        log_q = np.asarray(jax.vmap(lambda s: net.head.log_prob(s, grid))(states), float)
-        fkl[head] = np.sum(w * (log_p - log_q), -1)
-        keys = jax.random.split(jax.random.key(0), len(C))
-        z, _ = jax.vmap(lambda s, k: net.sample_and_log_prob(s, k, 4000))(states, keys)
-        share[head] = (np.asarray(z)[..., 0] > 0).mean(-1)
+    g = vq.guides.train_decoder_only(
+        vae,
+        head="mixture",
+        num_steps=2000,
+        width=64,
+        context_size=32,
+        learning_rate=3e-3,
+        progress=False,
+        attach=False,
+    )
+    net = g.network
+    states = jax.vmap(net.state)(jnp.asarray(x, jnp.float32), jnp.asarray(obs))
+    grid = jnp.asarray(o.grid, jnp.float32)
+    log_q = np.asarray(jax.vmap(lambda s: net.head.log_prob(s, grid))(states), float)
+    fkl = np.sum(w * (log_p - log_q), -1)
+    keys = jax.random.split(jax.random.key(0), len(C))
+    z, _ = jax.vmap(lambda s, k: net.sample_and_log_prob(s, k, 4000))(states, keys)
+    share = (np.asarray(z)[..., 0] > 0).mean(-1)
+    # the best any Gaussian head can do in forward KL: the moment-matched Gaussian
+    mean, cov = o.posterior(x, obs)
+    diff = o.grid[None] - mean[:, None]
+    maha = np.einsum("ngi,nij,ngj->ng", diff, np.linalg.inv(cov), diff)
+    log_gauss = -0.5 * maha - 0.5 * np.linalg.slogdet(cov)[1][:, None] - np.log(2 * np.pi)
+    fkl_gauss = np.sum(w * (log_p - log_gauss), -1)
     # both modes carry mass: every share within 0.2 of the exact one (measured
-    # <= 0.1; 4000 draws: the sd of a share is <= 0.008); a Gaussian head has
-    # one mode, so its forward KL is bounded away from 0
-    assert np.abs(share["mixture"] - exact_share).max() < 0.2, share["mixture"]
-    # forward KL (what posterior matching minimises): the mixture is far closer
-    assert fkl["mixture"].mean() < 0.4, fkl["mixture"]
-    assert fkl["mixture"].mean() < 0.3 * fkl["gaussian"].mean(), fkl
+    # <= 0.1; 4000 draws: the sd of a share is <= 0.008)
+    assert np.abs(share - exact_share).max() < 0.2, share
+    # forward KL (what posterior matching minimises): far below any Gaussian's
+    assert fkl.mean() < 0.4, fkl
+    assert fkl.mean() < 0.3 * fkl_gauss.mean(), (fkl, fkl_gauss)
 
 
 def test_mixture_head_log_prob_normalises_and_matches_draws():
@@ -147,11 +151,11 @@ def test_mixture_head_log_prob_normalises_and_matches_draws():
     )
     x = jnp.array([0.3, -1.0, 0.5])
     state = head_net.state(x, jnp.array([True, False, True]))
-    g = np.linspace(-8, 8, 321)
+    g = np.linspace(-8, 8, 201)
     grid = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
     lq = np.asarray(head_net.head.log_prob(state, jnp.asarray(grid, jnp.float32)), float)
     mass = np.exp(lq).sum() * (g[1] - g[0]) ** 2
-    assert abs(mass - 1) < 1e-3, mass
+    assert abs(mass - 1) < 2e-3, mass
     z, lq_draws = head_net.sample_and_log_prob(state, jax.random.key(1), 64)
     np.testing.assert_allclose(lq_draws, head_net.head.log_prob(state, z), rtol=1e-5, atol=1e-5)
 
@@ -301,8 +305,8 @@ def test_init_accepts_guides_posteriors_and_rejects_the_rest(banknote):
         q.infer("numpyro", init="posterior_matching", num_steps=2)
     for name, init in [
         ("gaussian", "prior"),
-        ("iaf", "posterior_matching"),
-        ("mixture", "decoder_only"),
+        ("gaussian", "posterior_matching"),
+        ("fullrank", "decoder_only"),
     ]:
         post = q.infer(name, init=init, num_steps=3, num_samples=4)
         assert np.isfinite(post.z).all()
