@@ -1,7 +1,7 @@
 """vaequery: conditional queries on a pretrained VAE, answered in batch by many backends."""
 
 from vaequery import backends, datasets, guides, likelihoods, testing
-from vaequery.fit import InferenceError
+from vaequery.fit import InferenceError, InferenceWarning
 from vaequery.io import load, pretrained
 from vaequery.posterior import Posterior
 from vaequery.query import Query
@@ -15,6 +15,7 @@ __all__ = [
     "VAE",
     "Feature",
     "InferenceError",
+    "InferenceWarning",
     "Posterior",
     "Query",
     "Schema",

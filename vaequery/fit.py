@@ -10,6 +10,8 @@ does not recompile.
 
 from __future__ import annotations
 
+import warnings
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -19,7 +21,14 @@ from vaequery.backends import _base
 
 
 class InferenceError(FloatingPointError):
-    """Inference produced a non-finite loss or non-finite draws."""
+    """Inference produced a non-finite loss or non-finite draws (``on_error="raise"``)."""
+
+
+class InferenceWarning(RuntimeWarning):
+    """Some rows produced a non-finite loss or draws; they are flagged in ``Posterior.failed``."""
+
+
+ON_ERROR = ("warn", "raise", "ignore")
 
 
 def as_key(key):
@@ -111,10 +120,14 @@ def _resolve_init(backend, hyperparameters):
     return backend, hyperparameters, None
 
 
-def run(query, backend, key=0, *, num_draws=None, chunk_size=None, **hyperparameters):
+def run(
+    query, backend, key=0, *, num_draws=None, chunk_size=None, on_error="warn", **hyperparameters
+):
     """Run ``backend`` on every row of ``query``; see :meth:`vaequery.Query.infer`."""
     from vaequery.posterior import Posterior
 
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {list(ON_ERROR)}, got {on_error!r}")
     backend, hyperparameters, init_post = _resolve_init(backend, hyperparameters)
     backend = _base.get(backend, **hyperparameters)
     model = query.model
@@ -154,14 +167,24 @@ def run(query, backend, key=0, *, num_draws=None, chunk_size=None, **hyperparame
     z = np.asarray(fit.z)
     bad = ~np.isfinite(loss).all(axis=tuple(range(1, loss.ndim))) if loss.size else None
     bad_z = ~np.isfinite(z).reshape(z.shape[0], -1).all(-1)
-    rows = np.flatnonzero(bad_z if bad is None else (bad | bad_z))
+    failed = bad_z if bad is None else (bad | bad_z)
+    rows = np.flatnonzero(failed)
     if rows.size:
-        raise InferenceError(
+        msg = (
             f"backend {backend.name!r} produced a non-finite loss or draws for "
             f"{rows.size} of {query.num_queries} queries (rows {rows[:10].tolist()}"
             f"{'...' if rows.size > 10 else ''}); try a smaller learning_rate or more "
             "num_samples"
         )
+        if on_error == "raise":
+            raise InferenceError(msg)
+        if on_error == "warn":
+            warnings.warn(
+                msg + ". The other rows are unaffected; Posterior.failed flags these "
+                "(on_error='raise' raises instead)",
+                InferenceWarning,
+                stacklevel=3,
+            )
     x_model = np.asarray(x_model)
     return Posterior(
         query=query,
@@ -172,4 +195,5 @@ def run(query, backend, key=0, *, num_draws=None, chunk_size=None, **hyperparame
         loss=loss,
         info=fit.info,
         key=key,
+        failed=failed,
     )

@@ -36,14 +36,19 @@ class Posterior:
         Fitted per-row backend state (the IWAE proposal).
     query : vaequery.Query
     backend : vaequery.backends.Backend
+    failed : bool ndarray ``[N]``
+        Rows whose loss or draws are not finite (their arrays hold NaN); the
+        other rows are unaffected. ``converged`` is its negation.
     """
 
-    def __init__(self, query, backend, state, z, x_model, loss, info, key):
+    def __init__(self, query, backend, state, z, x_model, loss, info, key, failed=None):
         self.query = query
         self.backend = backend
         self.state = state
         self.z = z
         self.loss = loss
+        n = z.shape[0]
+        self.failed = np.zeros(n, bool) if failed is None else np.asarray(failed, bool)
         self.info = {k: np.asarray(v) for k, v in info.items()}
         self._key = key
         self._pointwise_ll = None
@@ -57,6 +62,11 @@ class Posterior:
         self.x = schema.unstandardise(self._x_model)
 
     # ----------------------------------------------------------- shapes
+    @property
+    def converged(self):
+        """``bool [N]``: rows answered with finite losses and draws (``~failed``)."""
+        return ~self.failed
+
     @property
     def num_queries(self) -> int:
         """Number of query rows ``N``."""
@@ -226,6 +236,12 @@ class Posterior:
                     stats[out] = self._cdq(v)
         elif self.loss.size:
             stats["final_loss"] = self.loss[None, None, :, -1]
+        if self.backend.family == "mcmc":
+            stats["failed"] = self._cdq(
+                np.broadcast_to(self.failed[:, None, None], self.z.shape[:3])
+            )
+        else:
+            stats["failed"] = self.failed[None, None, :]
         return stats
 
     def to_arviz(self, log_likelihood=True):
@@ -250,7 +266,8 @@ class Posterior:
               unobserved (raw units);
             * ``sample_stats``: MCMC ``acceptance_rate``, ``diverging``,
               ``step_size`` (and ``n_steps`` for HMC/NUTS); VI ``final_loss``
-              (dims ``chain, draw, query``; VI's has one draw);
+              (dims ``chain, draw, query``; VI's has one draw); ``failed``
+              (every draw of a row whose inference was not finite);
             * ``log_likelihood``: ``evidence`` = ``log p(x_O | z)`` per draw,
               dims ``chain, draw, query``.
         """
@@ -463,6 +480,7 @@ class Posterior:
             loss=self.loss,
             info=info,
             key=k_pick,
+            failed=self.failed,
         )
 
     def plot(self, path=None, query=0, bins=40, kind="marginal"):

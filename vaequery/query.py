@@ -197,7 +197,14 @@ class Query:
 
     # ----------------------------------------------------------------- infer
     def infer(
-        self, backend="gaussian", key=0, *, num_draws=None, chunk_size=None, **hyperparameters
+        self,
+        backend="gaussian",
+        key=0,
+        *,
+        num_draws=None,
+        chunk_size=None,
+        on_error="warn",
+        **hyperparameters,
     ):
         """Answer every row of the query with one inference backend.
 
@@ -212,6 +219,16 @@ class Query:
             Posterior draws returned per query (default: the backend's).
         chunk_size : int, optional
             Rows processed together; bounds memory for large batches.
+        on_error : {"warn", "raise", "ignore"}
+            What to do when some rows yield a non-finite loss or draws. Rows
+            are independent, so the others are unaffected: by default they are
+            returned with the failing rows flagged in ``Posterior.failed`` and an
+            :class:`~vaequery.fit.InferenceWarning`; ``"raise"`` raises
+            :class:`vaequery.InferenceError` instead.
+        init : str or Posterior, optional
+            Variational backends only: where each query starts (``"auto"``,
+            ``"prior"``, ``"encoder"``, ``"posterior_matching"``,
+            ``"decoder_only"``, or a previous Posterior of the same rows).
         **hyperparameters
             Passed to the backend's constructor (with a name).
 
@@ -222,7 +239,13 @@ class Query:
         from vaequery.fit import run
 
         return run(
-            self, backend, key, num_draws=num_draws, chunk_size=chunk_size, **hyperparameters
+            self,
+            backend,
+            key,
+            num_draws=num_draws,
+            chunk_size=chunk_size,
+            on_error=on_error,
+            **hyperparameters,
         )
 
 
