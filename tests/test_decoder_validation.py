@@ -13,9 +13,9 @@ import pytest
 
 import vaequery as vq
 from vaequery.backends.fullrank import FullRank
+from vaequery.decoder_checks import GaussianTupleDecoder
 from vaequery.schema import Feature
 from vaequery.testing import LinearGaussian
-from vaequery.vae import GaussianTupleDecoder
 
 D, d = 8, 3
 
