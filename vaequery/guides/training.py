@@ -178,6 +178,17 @@ def _rows(model, data, name):
     return x, avail
 
 
+def _train_val_rows(model, train_data, val_data, key, name):
+    """``((x, avail), (x_val, avail_val))``; without ``val_data``, 10 % of the rows held out."""
+    x, avail = _rows(model, train_data, name)
+    if val_data is not None:
+        return (x, avail), _rows(model, val_data, name)
+    perm = np.asarray(jax.random.permutation(key, x.shape[0]))
+    n_val = max(1, x.shape[0] // 10)
+    val, train = perm[:n_val], perm[n_val:]
+    return (x[train], avail[train]), (x[val], avail[val])
+
+
 class _PMBatch(eqx.Module):
     """Rows of the data, masks, and ``z ~ q_psi(z | x)`` from the frozen encoder."""
 
@@ -299,14 +310,9 @@ def train_posterior_matching(
         )
     masks = as_mask_distribution(masks)
     k_split, k_net, k_val, k_fit = jax.random.split(_key(key), 4)
-    x, avail = _rows(model, train_data, "train_posterior_matching")
-    if val_data is None:
-        perm = np.asarray(jax.random.permutation(k_split, x.shape[0]))
-        n_val = max(1, x.shape[0] // 10)
-        xv, av = x[perm[:n_val]], avail[perm[:n_val]]
-        x, avail = x[perm[n_val:]], avail[perm[n_val:]]
-    else:
-        xv, av = _rows(model, val_data, "train_posterior_matching")
+    (x, avail), (xv, av) = _train_val_rows(
+        model, train_data, val_data, k_split, "train_posterior_matching"
+    )
     net, arch = _partial_encoder(
         model, head, width, num_blocks, num_components, context_size, k_net
     )
@@ -509,14 +515,9 @@ def train_retuned_encoder(
         )
     masks = as_mask_distribution(masks)
     k_split, k_val, k_fit = jax.random.split(_key(key), 3)
-    x, avail = _rows(model, train_data, "train_retuned_encoder")
-    if val_data is None:
-        perm = np.asarray(jax.random.permutation(k_split, x.shape[0]))
-        n_val = max(1, x.shape[0] // 10)
-        xv, av = x[perm[:n_val]], avail[perm[:n_val]]
-        x, avail = x[perm[n_val:]], avail[perm[n_val:]]
-    else:
-        xv, av = _rows(model, val_data, "train_retuned_encoder")
+    (x, avail), (xv, av) = _train_val_rows(
+        model, train_data, val_data, k_split, "train_retuned_encoder"
+    )
     B = _check_positive_int("batch_size", batch_size)
     S = _check_positive_int("num_samples", num_samples)
     loss = _ObservedELBOLoss(model.decode_fn, model.likelihood, S)
