@@ -312,6 +312,12 @@ class VIBackend(Backend):
 
     def run_one(self, key, target, row, num_draws):
         k_init, k_steps, k_draw = jax.random.split(key, 3)
+        params, loss = self.fit_params(k_init, k_steps, target, row)
+        z, _ = self.sample_and_log_prob(params, k_draw, num_draws)
+        return Fit(self.export(params), z, loss, {"final_loss": loss[-1]})
+
+    def fit_params(self, k_init, k_steps, target, row):
+        """Optimise one row: ``(params, loss [num_steps])`` after one ``lax.scan``."""
         state = self.init_state(k_init, target, row)
         if self.optimizer == "lbfgs":
             # de-randomised objective: the same noise at every step (Wu et al.)
@@ -335,9 +341,7 @@ class VIBackend(Backend):
 
         xs = (jnp.arange(self.num_steps), keys, k_after)
         arrays, loss = jax.lax.scan(scan_body, arrays, xs)
-        params = eqx.combine(arrays, static).params
-        z, _ = self.sample_and_log_prob(params, k_draw, num_draws)
-        return Fit(self.export(params), z, loss, {"final_loss": loss[-1]})
+        return eqx.combine(arrays, static).params, loss
 
     def export(self, params):
         """The fitted state handed to :class:`Fit`: the array leaves of ``params``.
@@ -378,6 +382,13 @@ def require_guide(model, name):
     guide = guides[name]
     guide.check_compatible(model, name)
     return guide
+
+
+def bind_guide_network(backend, model):
+    """``(backend with its ``network`` field set, guide)`` for ``backend.guide`` of ``model``."""
+    guide = require_guide(model, backend.guide)
+    bound = eqx.tree_at(lambda b: b.network, backend, guide.network, is_leaf=lambda x: x is None)
+    return bound, guide
 
 
 class AmortizedBackend(Backend):

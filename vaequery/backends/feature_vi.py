@@ -87,7 +87,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vaequery.backends._base import Fit, VIBackend, VIState, register, split_trainable
+from vaequery.backends._base import Fit, VIBackend, register
 from vaequery.backends.gaussian import _schedule
 from vaequery.backends.hmc import fit_gaussian, gaussian_sample_and_log_prob
 from vaequery.likelihoods import Categorical, Mixed
@@ -229,19 +229,7 @@ class FeatureVI(VIBackend):
     def run_one(self, key, target, row, num_draws):
         _check_feature_kinds(target)
         k_init, k_steps, k_draw, k_prop = jax.random.split(key, 4)
-        params = self.init_params(k_init, target, row)
-        state = VIState(params, self.transformation().init(split_trainable(params)[0]))
-        if self.optimizer == "lbfgs":
-            # de-randomised objective: the same noise at every step (Wu et al.)
-            keys = jnp.broadcast_to(k_steps, (self.num_steps,) + k_steps.shape)
-        else:
-            keys = jax.random.split(k_steps, self.num_steps)
-
-        def body(s, k):
-            return self.step(s, k, target, row)
-
-        state, loss = jax.lax.scan(body, state, keys)
-        params = state.params
+        params, loss = self.fit_params(k_init, k_steps, target, row)
         _, z, _, _ = self.sample_x_z(params, k_draw, target, row, num_draws)
         _, z_prop, _, _ = self.sample_x_z(params, k_prop, target, row, self.num_proposal_draws)
         observed = row["observed"]

@@ -13,16 +13,13 @@ rows with the decoder frozen (Collier et al. 2020), trained by
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 
-from vaequery.backends._base import AmortizedBackend, register, require_guide
-
-_LOG_2PI = math.log(2 * math.pi)
+from vaequery.backends._base import AmortizedBackend, bind_guide_network, register
+from vaequery.backends.gaussian import diag_gaussian_sample_and_log_prob
 
 
 @register("fill_zeros")
@@ -36,15 +33,10 @@ class FillZeros(AmortizedBackend):
 
     def row_state(self, target, row):
         loc, scale = self._encode(target, jnp.where(row["observed"], row["x"], 0.0))
-        return {"loc": loc, "scale": scale}
+        return {"loc": loc, "log_scale": jnp.log(scale)}
 
     def sample_and_log_prob(self, state, key, n):
-        loc, scale = state["loc"], state["scale"]
-        eps = jax.random.normal(key, (n,) + loc.shape)
-        log_q = (
-            -0.5 * jnp.sum(eps**2, -1) - jnp.sum(jnp.log(scale)) - 0.5 * loc.shape[-1] * _LOG_2PI
-        )
-        return loc + scale * eps, log_q
+        return diag_gaussian_sample_and_log_prob(state["loc"], state["log_scale"], key, n)
 
 
 @register("retuned_encoder")
@@ -62,8 +54,7 @@ class RetunedEncoder(FillZeros):
     network: eqx.Module | None = None
 
     def bind(self, model):
-        g = require_guide(model, self.guide)
-        return eqx.tree_at(lambda b: b.network, self, g.network, is_leaf=lambda x: x is None)
+        return bind_guide_network(self, model)[0]
 
     def _encode(self, target, x):
         return self.network(x)

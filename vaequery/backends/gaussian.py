@@ -40,6 +40,15 @@ def _schedule(lr, num_steps):
     return optax.cosine_decay_schedule(lr, num_steps, alpha=0.01)
 
 
+def diag_gaussian_sample_and_log_prob(loc, log_scale, key, n):
+    """``n`` reparameterised draws ``[n, d]`` of ``N(loc, diag exp(log_scale)^2)`` and log q."""
+    d = loc.shape[-1]
+    eps = jax.random.normal(key, (n, d))
+    z = loc + jnp.exp(log_scale) * eps
+    log_q = -0.5 * jnp.sum(eps**2, -1) - jnp.sum(log_scale) - 0.5 * d * math.log(2 * math.pi)
+    return z, log_q
+
+
 class GaussianFamily(VIBackend):
     """Shared settings of the Gaussian families (``"gaussian"``, ``"fullrank"``).
 
@@ -76,12 +85,7 @@ class Gaussian(GaussianFamily):
         return {"loc": loc, "log_scale": log_scale}
 
     def sample_and_log_prob(self, params, key, n):
-        loc, log_scale = params["loc"], params["log_scale"]
-        eps = jax.random.normal(key, (n, loc.shape[-1]))
-        z = loc + jnp.exp(log_scale) * eps
-        d = loc.shape[-1]
-        log_q = -0.5 * jnp.sum(eps**2, -1) - jnp.sum(log_scale) - 0.5 * d * math.log(2 * math.pi)
-        return z, log_q
+        return diag_gaussian_sample_and_log_prob(params["loc"], params["log_scale"], key, n)
 
     def entropy(self, params):
         log_scale = params["log_scale"]

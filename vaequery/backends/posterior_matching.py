@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import equinox as eqx
 
-from vaequery.backends._base import AmortizedBackend, register, require_guide
+from vaequery.backends._base import AmortizedBackend, bind_guide_network, register
 
 
 @register("posterior_matching")
@@ -34,13 +34,13 @@ class PosteriorMatching(AmortizedBackend):
     network: eqx.Module | None = None
 
     def bind(self, model):
-        g = require_guide(model, self.guide)
+        bound, g = bind_guide_network(self, model)
         if not hasattr(g.network, "head"):
             raise ValueError(
                 f"guide {self.guide!r} is a {g.kind!r} guide, not a partial encoder; "
                 f"answer with infer({g.kind!r})"
             )
-        return eqx.tree_at(lambda b: b.network, self, g.network, is_leaf=lambda x: x is None)
+        return bound
 
     def row_state(self, target, row):
         return self.network.state(row["x"], row["observed"])
