@@ -1,6 +1,7 @@
 """vaequery: conditional queries on a pretrained VAE, answered in batch by many backends."""
 
 from vaequery import backends, datasets, guides, likelihoods, testing
+from vaequery.cache import disable_compilation_cache, enable_compilation_cache
 from vaequery.fit import InferenceError, InferenceWarning
 from vaequery.io import load, pretrained
 from vaequery.posterior import Posterior
@@ -21,6 +22,8 @@ __all__ = [
     "Schema",
     "backends",
     "datasets",
+    "disable_compilation_cache",
+    "enable_compilation_cache",
     "from_decoder",
     "guides",
     "likelihoods",

@@ -3,6 +3,11 @@
 ``vaequery demo [--out DIR]`` answers three queries with the shipped models and
 writes two PNGs; ``vaequery train NAME ... --out DIR`` retrains shipped models
 with their recipes (see :mod:`vaequery.train`).
+
+Compiled programs are kept in JAX's persistent compilation cache
+(:func:`vaequery.enable_compilation_cache`), so a second run skips most of the
+compiling: the folder is ``$VAEQUERY_CACHE_DIR`` or ``<user cache>/vaequery/jax``;
+``vaequery --no-cache ...`` or ``VAEQUERY_CACHE_DIR=off`` turns it off.
 """
 
 from __future__ import annotations
@@ -100,9 +105,27 @@ def _train(names, out, key, progress):
         print(f"{name}: test ELBO {vae.metadata['test_elbo']:.3f} -> {Path(out) / name}")
 
 
+def _setup_cache(off: bool):
+    from vaequery.cache import disabled_by_env, enable_compilation_cache
+
+    if off or disabled_by_env():
+        return None
+    try:
+        return enable_compilation_cache()
+    except OSError as e:  # an unwritable cache folder must not stop the command
+        print(f"vaequery: compilation cache off ({e})", file=sys.stderr)
+        return None
+
+
 def main(argv=None) -> int:
     """Entry point of the ``vaequery`` command."""
     p = argparse.ArgumentParser(prog="vaequery", description="Conditional queries on VAEs.")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not keep compiled programs on disk (JAX's persistent compilation cache; "
+        "default folder $VAEQUERY_CACHE_DIR or <user cache>/vaequery/jax)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="query the shipped models and write PNGs")
     d.add_argument("--out", default="vaequery-demo", help="folder for the PNGs")
@@ -113,6 +136,7 @@ def main(argv=None) -> int:
     t.add_argument("--key", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    _setup_cache(args.no_cache)
     if args.command == "demo":
         demo(args.out, args.key)
     elif args.command == "train":

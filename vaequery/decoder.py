@@ -21,6 +21,40 @@ class Decoder(Protocol):
         ...
 
 
+def skeleton(build, *args, **kwargs):
+    """The module ``build(*args, **kwargs, key=...)`` would return, without computing it.
+
+    Loading a saved model needs only the *structure* of its networks: every
+    array is then read from disk. Building them for real runs (and compiles)
+    one random initialiser per layer, most of a second per network on CPU.
+    :func:`equinox.filter_eval_shape` traces the constructor instead, so the
+    array leaves come back as :class:`jax.ShapeDtypeStruct` placeholders that
+    :func:`equinox.tree_deserialise_leaves` fills with the saved weights.
+
+    Parameters
+    ----------
+    build : callable
+        A module class or factory taking a ``key=`` keyword argument.
+    *args, **kwargs
+        Its other arguments.
+
+    Returns
+    -------
+    equinox.Module
+        Same structure and static fields as the real module; array leaves are
+        ``jax.ShapeDtypeStruct``.
+
+    Examples
+    --------
+    >>> from vaequery.decoder import MLPDecoder, skeleton
+    >>> dec = skeleton(MLPDecoder, 2, 3, (8,))
+    >>> dec.net.layers[0].weight
+    ShapeDtypeStruct(shape=(8, 2), dtype=float32)
+    """
+    # the key is made inside the traced function: nothing runs eagerly
+    return eqx.filter_eval_shape(lambda: build(*args, **kwargs, key=jax.random.key(0)))
+
+
 def _mlp(key, sizes, activation):
     return eqx.nn.MLP(
         in_size=sizes[0],

@@ -36,7 +36,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from vaequery.decoder import MLPDecoder, MLPEncoder
+from vaequery.decoder import MLPDecoder, MLPEncoder, skeleton
 from vaequery.likelihoods import Gaussian
 from vaequery.schema import Schema
 
@@ -49,6 +49,33 @@ GUIDE_FORMAT_VERSION = 1
 GUIDE_FILE = "guide.json"
 GUIDES_DIR = "guides"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def _deserialise_leaf(f, x):
+    # jax.numpy.load would convert each array with a compiled op (one compile per
+    # shape, ~0.25 s per model); a plain transfer gives the same jax.Array.
+    if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)):
+        return jax.device_put(np.load(f))
+    return eqx.default_deserialise_filter_spec(f, x)
+
+
+def read_leaves(path_or_file, like):
+    """Read array leaves written by :func:`equinox.tree_serialise_leaves` into ``like``.
+
+    Parameters
+    ----------
+    path_or_file : str, Path or binary file
+    like : pytree
+        The skeleton: a module whose array leaves may be
+        :class:`jax.ShapeDtypeStruct` (see :func:`vaequery.decoder.skeleton`).
+
+    Returns
+    -------
+    pytree
+        ``like`` with every array leaf read from ``path_or_file`` as a
+        :class:`jax.Array`; shapes and dtypes are checked against ``like``.
+    """
+    return eqx.tree_deserialise_leaves(path_or_file, like, filter_spec=_deserialise_leaf)
 
 
 def _version() -> str:
@@ -208,7 +235,7 @@ def load_guide(path, model=None):
             f"{info.get('vaequery_version')}); this vaequery {_version()} reads guide format "
             f"version {GUIDE_FORMAT_VERSION} only. Retrain the guide."
         )
-    network = eqx.tree_deserialise_leaves(path / WEIGHTS_FILE, build_network(info["architecture"]))
+    network = read_leaves(path / WEIGHTS_FILE, build_network(info["architecture"]))
     guide = Guide(
         info["kind"],
         network,
@@ -268,18 +295,18 @@ def load(path):
             f"{FORMAT_VERSION} only. Load it with a matching vaequery and re-save, or retrain."
         )
     arch = info["architecture"]
-    key = jax.random.key(0)  # skeleton only: every array is overwritten from weights.eqx
+    # skeletons only (no random initialisers run): every array is read from weights.eqx
     d = arch["decoder"]
-    dec = MLPDecoder(
-        d["latent_dim"], d["num_features"], tuple(d["hidden"]), min_scale=d["min_scale"], key=key
+    dec = skeleton(
+        MLPDecoder, d["latent_dim"], d["num_features"], tuple(d["hidden"]), min_scale=d["min_scale"]
     )
     e = arch["encoder"]
     enc = (
         None
         if e is None
-        else MLPEncoder(e["num_features"], e["latent_dim"], tuple(e["hidden"]), key=key)
+        else skeleton(MLPEncoder, e["num_features"], e["latent_dim"], tuple(e["hidden"]))
     )
-    enc, dec = eqx.tree_deserialise_leaves(path / WEIGHTS_FILE, (enc, dec))
+    enc, dec = read_leaves(path / WEIGHTS_FILE, (enc, dec))
     schema = Schema.from_dict(info["schema"])
     lik_info = info["likelihood"]
     scale = lik_info["scale"]

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import jax
-
 #: The kinds of guide vaequery trains, and the function that trains each.
 KINDS = {
     "posterior_matching": "vaequery.guides.train_posterior_matching",
@@ -76,13 +74,12 @@ class Guide:
     def __setstate__(self, state):
         import io
 
-        import equinox as eqx
+        from vaequery.io import read_leaves
 
         state = dict(state)
         weights = state.pop("weights")
         self.__dict__.update(state)
-        skeleton = build_network(self.architecture)
-        self.network = eqx.tree_deserialise_leaves(io.BytesIO(weights), skeleton)
+        self.network = read_leaves(io.BytesIO(weights), build_network(self.architecture))
 
     def check_compatible(self, model, name=None):
         """Raise ``ValueError`` unless the guide was trained for ``model``'s features."""
@@ -97,15 +94,27 @@ class Guide:
 
 
 def build_network(architecture: dict):
-    """Rebuild a guide network's skeleton from its ``architecture`` record."""
-    from vaequery.decoder import MLPEncoder
+    """Rebuild a guide network's skeleton from its ``architecture`` record.
+
+    Parameters
+    ----------
+    architecture : dict
+        :attr:`Guide.architecture`: ``"class"`` and the constructor's arguments.
+
+    Returns
+    -------
+    equinox.Module
+        The network's structure with :class:`jax.ShapeDtypeStruct` leaves
+        (see :func:`vaequery.decoder.skeleton`): no initialiser is run, the
+        weights are read over it with :func:`equinox.tree_deserialise_leaves`.
+    """
+    from vaequery.decoder import MLPEncoder, skeleton
     from vaequery.guides.networks import PartialEncoder
 
     arch = dict(architecture)
     cls = arch.pop("class")
-    key = jax.random.key(0)  # skeleton only: the weights are read over it
     if cls == "PartialEncoder":
-        return PartialEncoder(key=key, **arch)
+        return skeleton(PartialEncoder, **arch)
     if cls == "MLPEncoder":
-        return MLPEncoder(arch["num_features"], arch["latent_dim"], tuple(arch["hidden"]), key=key)
+        return skeleton(MLPEncoder, arch["num_features"], arch["latent_dim"], tuple(arch["hidden"]))
     raise ValueError(f"unknown guide network class {cls!r}")
