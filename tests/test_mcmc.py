@@ -140,12 +140,14 @@ def test_hmc_recovers_oracle(problem):
 
 
 def test_nuts_dense_mass_recovers_oracle(problem):
+    # all queries vmapped in lock-step (batching="auto" runs them one after
+    # another on CPU; the other NUTS tests cover that)
     o, x, obs = problem
     sub = slice(8, 12)
     post = (
         o.vae()
         .given(np.where(obs[sub], x[sub], np.nan))
-        .infer("nuts", key=2, num_warmup=200, num_draws=500, dense_mass=True)
+        .infer("nuts", key=2, num_warmup=200, num_draws=500, dense_mass=True, batching="vmap")
     )
     mu, cov = o.posterior(x[sub], obs[sub])
     zm, zc = mcse_zscores(post.z, mu, cov)
@@ -222,6 +224,7 @@ def test_gibbs_thinning_and_burnin(ortho_problem):
         ("nuts", dict(num_chains=0), "num_chains"),
         ("nuts", dict(num_warmup=0), "num_warmup"),
         ("nuts", dict(target_accept=1.2), "target_accept"),
+        ("nuts", dict(batching="pmap"), "batching"),
         ("hmc", dict(num_integration_steps=0), "num_integration_steps"),
         ("mwg", dict(thin=0), "thin"),
         ("pseudo_gibbs", dict(num_burnin=-1), "num_burnin"),

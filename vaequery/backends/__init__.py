@@ -12,6 +12,7 @@ from vaequery.backends._base import (
     negative_elbo,
     register,
 )
+from vaequery.backends.chees import ChEES
 from vaequery.backends.feature_vi import FeatureVI
 from vaequery.backends.fill_zeros import FillZeros, RetunedEncoder
 from vaequery.backends.fullrank import FullRank
@@ -27,6 +28,7 @@ from vaequery.backends.posterior_matching import DecoderOnly, PosteriorMatching
 __all__ = [
     "INITS",
     "AmortizedBackend",
+    "ChEES",
     "Backend",
     "DecoderOnly",
     "FillZeros",

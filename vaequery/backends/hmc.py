@@ -13,8 +13,11 @@ Each of ``num_chains`` chains
 3. draws ``num_draws`` states with the adapted kernel in a ``lax.scan``.
 
 Chains are vmapped inside :meth:`run_one`, and :func:`vaequery.fit.run` vmaps
-over queries, so a batch of ``N`` queries is one compiled program running
-``N × num_chains`` chains in lock-step.
+over queries, so a batch of ``N`` queries is one compiled program. With
+``batching="vmap"`` it runs ``N × num_chains`` chains in lock-step; with
+``"map"`` (NUTS's default on CPU, see :func:`sequential_on_cpu`) the vmap over
+queries becomes a loop inside the program (:func:`per_query`), so a query's
+chains never wait for another query's trajectories.
 
 Importance proposal
     MCMC has no density of its own, so ``Fit.state`` is a Gaussian fitted to the
@@ -70,6 +73,40 @@ def gaussian_sample_and_log_prob(state, key, n):
     return z, log_q
 
 
+#: Accepted values of the ``batching`` hyper-parameter of the HMC-type backends.
+BATCHING = ("auto", "vmap", "map")
+
+
+def sequential_on_cpu(platform: str) -> str:
+    """``"map"`` on CPU, ``"vmap"`` elsewhere: ``batching="auto"`` of NUTS and ChEES.
+
+    Measured on 2 CPU cores, 32 breast-cancer queries
+    (``benchmarks/results/batched_mcmc.md``): NUTS reaches 1.5x the bulk ESS/s
+    with queries one after another than vmapped (a vmapped transition waits for
+    the longest tree of the batch: 31 % of the leapfrog steps paid for are
+    useful, against 75 % within one query's chains), ChEES 1.8x (adapted path
+    lengths differ up to sevenfold between queries: 38 % useful). A CPU gains
+    little from batching more than one query's chains. A GPU is another
+    matter: one query's chains leave it mostly idle, so there the lock-step
+    waste is the cheaper price (not measured here: no GPU in these runs).
+    """
+    return "map" if platform == "cpu" else "vmap"
+
+
+def per_query(fn, batching):
+    """``fn(key, row)``, run one query at a time under ``vmap`` when ``batching == "map"``.
+
+    :func:`vaequery.fit.run` vmaps ``run_one`` over the queries of a batch. With
+    ``"map"`` the function is wrapped in :func:`jax.custom_batching.sequential_vmap`,
+    so that vmap becomes a loop over queries inside the same compiled program
+    (what ``lax.map`` does): chains of one query still run vmapped, but no query
+    waits for another's trajectories. With ``"vmap"`` it is returned unchanged.
+    """
+    if batching == "map":
+        return jax.custom_batching.sequential_vmap(fn)
+    return fn
+
+
 def _check_int(name, value, low):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -116,6 +153,25 @@ class _BlackjaxHMC(MCMCBackend):
     num_warmup: int = 500
     target_accept: float = 0.8
     dense_mass: bool = False
+    batching: str = "auto"
+
+    def _auto_batching(self, platform: str) -> str:
+        """What ``batching="auto"`` means on ``platform`` ("cpu", "gpu", "tpu")."""
+        # static-path HMC: trajectories differ only by the jitter, lock-step is
+        # cheap and a vmapped batch ran at 2x one query at a time on CPU
+        # (benchmarks/results/mcmc_throughput.md)
+        return "vmap"
+
+    def _batching(self) -> str:
+        if self.batching == "auto":
+            return self._auto_batching(jax.default_backend())
+        return self.batching
+
+    def run_one(self, key, target, row, num_draws):
+        def one_query(key, row):
+            return MCMCBackend.run_one(self, key, target, row, num_draws)
+
+        return per_query(one_query, self._batching())(key, row)
 
     def _algorithm(self):
         raise NotImplementedError
@@ -131,6 +187,8 @@ class _BlackjaxHMC(MCMCBackend):
         _check_int("num_warmup", self.num_warmup, 1)  # blackjax needs >= 1
         if not 0 < self.target_accept < 1:
             raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"batching must be one of {list(BATCHING)}, got {self.batching!r}")
 
     def _chain(self, key, z0, target, row, num_draws):
         def logdensity(z):
@@ -187,6 +245,13 @@ class NUTS(_BlackjaxHMC):
         half the lock-step cost in a vmapped batch, higher ESS).
     max_num_doublings : int, default 10
         Maximum tree depth (at most ``2**max_num_doublings`` leapfrog steps).
+    batching : {"auto", "vmap", "map"}, default "auto"
+        How the queries of a batch share the machine. ``"vmap"``: all chains of
+        all queries in lock-step, each transition as long as the longest tree
+        of the batch. ``"map"``: queries one after another in the same compiled
+        program, the chains of each vmapped. ``"auto"``: ``"map"`` on CPU
+        (1.5x the bulk ESS/s of ``"vmap"`` on 32 breast-cancer queries),
+        ``"vmap"`` elsewhere (:func:`sequential_on_cpu`).
     proposal_scale : float, default 1.2
         Inflation of the standard deviations of the Gaussian fitted to the
         draws, which serves as the IWAE/PSIS proposal (module docstring).
@@ -204,6 +269,9 @@ class NUTS(_BlackjaxHMC):
 
     def __check_init__(self):
         _check_int("max_num_doublings", self.max_num_doublings, 1)
+
+    def _auto_batching(self, platform):
+        return sequential_on_cpu(platform)
 
     def _algorithm(self):
         return blackjax.nuts
@@ -236,6 +304,9 @@ class HMC(_BlackjaxHMC):
         While drawing, the number of leapfrog steps is uniform on
         ``num_integration_steps * (1 ± path_jitter)``: a fixed path length can
         resonate with the posterior and mix badly (0 disables it).
+    batching : {"auto", "vmap", "map"}, default "auto"
+        As for :class:`NUTS`, but ``"auto"`` is ``"vmap"`` everywhere: paths
+        differ only by the jitter, so lock-step wastes little.
     proposal_scale : float, default 1.2
         Inflation of the standard deviations of the Gaussian fitted to the
         draws, which serves as the IWAE/PSIS proposal.
