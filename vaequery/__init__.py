@@ -3,7 +3,7 @@
 from vaequery import backends, datasets, guides, likelihoods, testing
 from vaequery.cache import disable_compilation_cache, enable_compilation_cache
 from vaequery.fit import InferenceError, InferenceWarning
-from vaequery.io import load, pretrained
+from vaequery.io import load, load_posterior, pretrained
 from vaequery.posterior import Posterior
 from vaequery.query import Query
 from vaequery.schema import Feature, Schema
@@ -28,6 +28,7 @@ __all__ = [
     "guides",
     "likelihoods",
     "load",
+    "load_posterior",
     "pretrained",
     "testing",
     "train",

@@ -29,6 +29,7 @@ saved this way; for other decoders save your own weights and rebuild with
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -49,6 +50,23 @@ GUIDE_FORMAT_VERSION = 1
 GUIDE_FILE = "guide.json"
 GUIDES_DIR = "guides"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+class _UnsavableModel(TypeError):
+    """The model is not one this format stores (a user decoder function, another likelihood)."""
+
+
+def pickle_refusal(error, what="VAE"):
+    """The ``TypeError`` raised when a ``what`` cannot be pickled because of ``error``."""
+    return TypeError(
+        f"cannot pickle this {what}: {error} vaequery pickles models and results through "
+        "its own file format (vaequery.io: JSON and array bytes, never code), which stores "
+        "vaequery's MLP networks with a Gaussian likelihood only; a model wrapping your own "
+        "decoder function cannot travel by pickle. Rebuild it where it is needed: e.g. give "
+        "multiprocessing a module-level function that calls vaequery.from_decoder (a Pool "
+        "initializer), and send it the query arrays; or save a result with "
+        "Posterior.save(path) and load it with vaequery.load_posterior(path, model=vae)."
+    )
 
 
 def _deserialise_leaf(f, x):
@@ -91,15 +109,17 @@ def _hidden(net: eqx.nn.MLP) -> list[int]:
 def _describe(vae) -> dict:
     dec, enc = vae.decode_fn, vae.encode_fn
     if not isinstance(dec, MLPDecoder):
-        raise TypeError(
+        raise _UnsavableModel(
             "VAE.save writes vaequery's own MLPDecoder models; this decoder is a "
             f"{type(dec).__name__}. Save its weights yourself and rebuild the model "
             "with vaequery.from_decoder."
         )
     if enc is not None and not isinstance(enc, MLPEncoder):
-        raise TypeError(f"VAE.save needs an MLPEncoder (or no encoder), got {type(enc).__name__}")
+        raise _UnsavableModel(
+            f"VAE.save needs an MLPEncoder (or no encoder), got {type(enc).__name__}"
+        )
     if not isinstance(vae.likelihood, Gaussian):
-        raise TypeError(
+        raise _UnsavableModel(
             f"VAE.save supports the Gaussian likelihood, got {type(vae.likelihood).__name__}"
         )
     arch = {
@@ -153,20 +173,89 @@ def save(vae, path) -> Path:
     Path
         The folder.
     """
-    info = _describe(vae)
+    files = model_files(vae)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    eqx.tree_serialise_leaves(path / WEIGHTS_FILE, (vae.encode_fn, vae.decode_fn))
     guides_dir = path / GUIDES_DIR
     if guides_dir.is_dir():  # guides of an earlier save must not outlive it
         import shutil
 
         shutil.rmtree(guides_dir)
+    # model.json last: a folder interrupted mid-save has no (stale) model.json
+    for name in sorted(files, key=lambda n: n == MODEL_FILE):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_bytes(files[name])
+    return path
+
+
+def model_files(vae) -> dict:
+    """The files :func:`save` writes, as ``{relative path: bytes}`` (nothing touches disk).
+
+    Pickling a :class:`vaequery.VAE` carries these bytes, and
+    :func:`save_posterior` stores them inside a posterior file.
+
+    Parameters
+    ----------
+    vae : vaequery.VAE
+
+    Returns
+    -------
+    dict of str to bytes
+        ``model.json``, ``weights.eqx`` and ``guides/<name>/...`` per guide.
+
+    Raises
+    ------
+    TypeError
+        The model is not one this format stores (see the module docstring).
+    """
+    info = _describe(vae)
+    files = {WEIGHTS_FILE: _leaves_bytes((vae.encode_fn, vae.decode_fn))}
     for name, guide in vae.guides.items():
         _check_guide_name(name)
-        save_guide(guide, guides_dir / name)
-    (path / MODEL_FILE).write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
-    return path
+        for k, v in _guide_files(guide).items():
+            files[f"{GUIDES_DIR}/{name}/{k}"] = v
+    files[MODEL_FILE] = _json_bytes(info)
+    return files
+
+
+def _leaves_bytes(tree) -> bytes:
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, tree)
+    return buf.getvalue()
+
+
+def _json_bytes(info) -> bytes:
+    return (json.dumps(info, indent=2, default=_json_default) + "\n").encode()
+
+
+def _read_json(read, name, where) -> dict:
+    try:
+        info = json.loads(read(name))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{where}: {name} is corrupted (not valid JSON: {e})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{where}: {name} is corrupted (not a JSON object)")
+    return info
+
+
+def _read_weights(data: bytes, like, where, name=WEIGHTS_FILE):
+    try:
+        return read_leaves(io.BytesIO(data), like)
+    except Exception as e:  # truncated or altered bytes fail in many ways inside numpy
+        raise ValueError(
+            f"{where}: {name} is truncated or corrupted and cannot be read "
+            f"({type(e).__name__}: {e}); save the model again"
+        ) from None
+
+
+def _folder_reader(path: Path):
+    def read(name):
+        f = path / name
+        if not f.exists():
+            raise FileNotFoundError(f"{path} is incomplete: the file {f} is missing")
+        return f.read_bytes()
+
+    return read
 
 
 def _check_guide_name(name):
@@ -190,7 +279,12 @@ def save_guide(guide, path) -> Path:
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    eqx.tree_serialise_leaves(path / WEIGHTS_FILE, guide.network)
+    for name, data in _guide_files(guide).items():
+        (path / name).write_bytes(data)
+    return path
+
+
+def _guide_files(guide) -> dict:
     info = {
         "format": GUIDE_FORMAT,
         "format_version": GUIDE_FORMAT_VERSION,
@@ -201,8 +295,7 @@ def save_guide(guide, path) -> Path:
         "architecture": guide.architecture,
         "info": guide.info,
     }
-    (path / GUIDE_FILE).write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
-    return path
+    return {WEIGHTS_FILE: _leaves_bytes(guide.network), GUIDE_FILE: _json_bytes(info)}
 
 
 def load_guide(path, model=None):
@@ -220,22 +313,26 @@ def load_guide(path, model=None):
     -------
     vaequery.guides.Guide
     """
-    from vaequery.guides.guide import Guide, build_network
-
     path = Path(path)
     meta = path / GUIDE_FILE
     if not meta.exists():
         raise FileNotFoundError(f"no vaequery guide at {path}: expected the file {meta}")
-    info = json.loads(meta.read_text())
+    return _guide_from_files(_folder_reader(path), path, model)
+
+
+def _guide_from_files(read, where, model=None, name=None):
+    from vaequery.guides.guide import Guide, build_network
+
+    info = _read_json(read, GUIDE_FILE, where)
     if info.get("format") != GUIDE_FORMAT:
-        raise ValueError(f"{meta} is not a vaequery guide file (format {info.get('format')!r})")
+        raise ValueError(f"{where} is not a vaequery guide (format {info.get('format')!r})")
     if info.get("format_version") != GUIDE_FORMAT_VERSION:
         raise ValueError(
-            f"{path} holds a guide in format version {info.get('format_version')} (vaequery "
+            f"{where} holds a guide in format version {info.get('format_version')} (vaequery "
             f"{info.get('vaequery_version')}); this vaequery {_version()} reads guide format "
             f"version {GUIDE_FORMAT_VERSION} only. Retrain the guide."
         )
-    network = read_leaves(path / WEIGHTS_FILE, build_network(info["architecture"]))
+    network = _read_weights(read(WEIGHTS_FILE), build_network(info["architecture"]), where)
     guide = Guide(
         info["kind"],
         network,
@@ -245,7 +342,7 @@ def load_guide(path, model=None):
         info.get("info", {}),
     )
     if model is not None:
-        guide.check_compatible(model, path.name)
+        guide.check_compatible(model, name or Path(str(where)).name)
     return guide
 
 
@@ -274,23 +371,57 @@ def load(path):
     ValueError
         The folder was written in another format version.
     """
-    from vaequery.vae import VAE
-
     path = Path(path)
     if path.name == MODEL_FILE:
         path = path.parent
     meta_file = path / MODEL_FILE
     if not meta_file.exists():
         raise FileNotFoundError(f"no vaequery model at {path}: expected the file {meta_file}")
-    info = json.loads(meta_file.read_text())
+    return model_from_files(_folder_reader(path), where=path)
+
+
+def model_from_files(files, where="model"):
+    """Rebuild a model from the files :func:`model_files` gives (or a reader of them).
+
+    Only JSON and raw array bytes are read: no code from the files runs.
+
+    Parameters
+    ----------
+    files : dict of str to bytes, or callable
+        ``{relative path: bytes}``, or ``read(relative path) -> bytes``.
+    where : str or Path
+        Named in error messages.
+
+    Returns
+    -------
+    vaequery.VAE
+
+    Raises
+    ------
+    ValueError
+        Another format, a newer format version, or corrupted/truncated files.
+    """
+    from vaequery.vae import VAE
+
+    if isinstance(files, dict):
+        table = files
+
+        def read(name):
+            if name not in table:
+                raise ValueError(f"{where} is incomplete: {name} is missing")
+            return table[name]
+
+    else:
+        read = files
+    info = _read_json(read, MODEL_FILE, where)
     if info.get("format") != FORMAT:
         raise ValueError(
-            f"{meta_file} is not a vaequery model file (format {info.get('format')!r})"
+            f"{where}: {MODEL_FILE} is not a vaequery model file (format {info.get('format')!r})"
         )
     version = info.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
-            f"{path} was written in vaequery model format version {version} (by vaequery "
+            f"{where} was written in vaequery model format version {version} (by vaequery "
             f"{info.get('vaequery_version')}); this vaequery {_version()} reads format version "
             f"{FORMAT_VERSION} only. Load it with a matching vaequery and re-save, or retrain."
         )
@@ -306,7 +437,7 @@ def load(path):
         if e is None
         else skeleton(MLPEncoder, e["num_features"], e["latent_dim"], tuple(e["hidden"]))
     )
-    enc, dec = read_leaves(path / WEIGHTS_FILE, (enc, dec))
+    enc, dec = _read_weights(read(WEIGHTS_FILE), (enc, dec), where)
     schema = Schema.from_dict(info["schema"])
     lik_info = info["likelihood"]
     scale = lik_info["scale"]
@@ -315,7 +446,11 @@ def load(path):
     )
     vae = VAE(dec, info["latent_dim"], schema, likelihood, encode_fn=enc, metadata=info["metadata"])
     for name in info.get("guides", []):
-        vae.guides[name] = load_guide(path / GUIDES_DIR / name, model=vae)
+        _check_guide_name(name)
+        sub = f"{GUIDES_DIR}/{name}/"
+        vae.guides[name] = _guide_from_files(
+            lambda n, sub=sub: read(sub + n), f"{where}/{sub[:-1]}", model=vae, name=name
+        )
     return vae
 
 
@@ -350,3 +485,276 @@ def pretrained(name: str):
     if name not in names:
         raise ValueError(f"no pretrained model {name!r}; available: {names}")
     return load(PRETRAINED_DIR / name)
+
+
+# ------------------------------------------------------------------ posteriors
+POSTERIOR_FORMAT = "vaequery.posterior"
+POSTERIOR_FORMAT_VERSION = 1
+POSTERIOR_FILE = "posterior.json"
+STATE_FILE = "state.eqx"
+MODEL_DIR = "model/"
+_POSTERIOR_ARRAYS = ("z", "x_model", "loss", "failed", "x", "observed", "target", "key")
+
+
+def _backend_record(backend) -> dict:
+    """``{"name", "hyperparameters"}``: what rebuilds ``backend`` on a model."""
+    import dataclasses
+
+    hp = {}
+    for f in dataclasses.fields(backend):
+        if not f.init:
+            continue
+        v = getattr(backend, f.name)
+        if isinstance(v, (eqx.Module, jax.Array, np.ndarray)):
+            continue  # a network bound from the model's guides: bound again on load
+        if v is None or isinstance(v, (bool, int, float, str)):
+            hp[f.name] = v
+        elif isinstance(v, (np.integer, np.floating, np.bool_)):
+            hp[f.name] = v.item()
+        else:
+            raise TypeError(
+                f"this posterior's backend {backend.name!r} has {f.name}={v!r}, which "
+                "vaequery's file format cannot store (it stores numbers and strings, never "
+                f"code); answer with a number for {f.name} to save or pickle the result"
+            )
+    return {"name": backend.name, "hyperparameters": hp}
+
+
+def posterior_files(post, include_model=True) -> dict:
+    """A :class:`vaequery.Posterior` as ``{name: bytes}`` (see :func:`save_posterior`).
+
+    Parameters
+    ----------
+    post : vaequery.Posterior
+    include_model : bool
+        Add the model's files under ``model/`` (required for pickling).
+
+    Returns
+    -------
+    dict of str to bytes
+
+    Raises
+    ------
+    TypeError
+        ``include_model`` and a model this format cannot store, or a backend
+        with a non-numeric hyper-parameter (an optax schedule).
+    """
+    q = post.query
+    arrays = {
+        "z": np.asarray(post.z),
+        "x_model": np.asarray(post._x_model),
+        "loss": np.asarray(post.loss),
+        "failed": np.asarray(post.failed, bool),
+        "x": np.asarray(q.x),
+        "observed": np.asarray(q.observed_mask),
+        "target": np.asarray(q.target_mask),
+        "key": np.asarray(jax.random.key_data(post._key)),
+    }
+    info_arrays = {f"info/{k}": np.asarray(v) for k, v in post.info.items()}
+    files = {}
+    for name, a in {**arrays, **info_arrays}.items():
+        if a.dtype == object:
+            raise TypeError(f"posterior array {name!r} holds Python objects; it cannot be stored")
+        buf = io.BytesIO()
+        np.save(buf, a, allow_pickle=False)
+        files[f"arrays/{name}.npy"] = buf.getvalue()
+    files[STATE_FILE] = _leaves_bytes(post.state)
+    model = q.model
+    model_included = False
+    if include_model:
+        for k, v in model_files(model).items():
+            files[MODEL_DIR + k] = v
+        model_included = True
+    info = {
+        "format": POSTERIOR_FORMAT,
+        "format_version": POSTERIOR_FORMAT_VERSION,
+        "vaequery_version": _version(),
+        "backend": _backend_record(post.backend),
+        "num_draws": int(post.z.shape[-2]),
+        "single": bool(q.single),
+        "features": list(model.feature_names),
+        "latent_dim": int(model.latent_dim),
+        "info": sorted(post.info),
+        "model_included": model_included,
+    }
+    files[POSTERIOR_FILE] = _json_bytes(info)
+    return files
+
+
+def save_posterior(post, path, include_model=None) -> Path:
+    """Write a :class:`vaequery.Posterior` to one file (a zip archive).
+
+    The archive holds ``posterior.json`` (format, version, backend name and
+    hyper-parameters, feature names), ``arrays/<name>.npy`` (draws,
+    imputations, losses, ``failed``, the query's evidence and masks, the key,
+    ``info/...``; written with ``allow_pickle=False``), ``state.eqx`` (the
+    fitted per-row backend state, :func:`equinox.tree_serialise_leaves`) and,
+    when the model can be saved (:func:`save`), the model under ``model/``.
+    Read it back with :func:`load_posterior`: no code is ever loaded.
+
+    Parameters
+    ----------
+    post : vaequery.Posterior
+    path : str or Path
+        The file (overwritten).
+    include_model : bool, optional
+        Default: include the model when it can be saved. ``True`` makes a
+        model that cannot be saved an error.
+
+    Returns
+    -------
+    Path
+    """
+    import zipfile
+
+    if include_model is None:
+        try:
+            files = posterior_files(post, include_model=True)
+        except _UnsavableModel:
+            files = posterior_files(post, include_model=False)
+    else:
+        files = posterior_files(post, include_model=include_model)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(files, key=lambda n: n == POSTERIOR_FILE):
+            zf.writestr(name, files[name])
+    tmp.replace(path)  # a crash mid-write never leaves a half file under the name
+    return path
+
+
+def load_posterior(path, model=None):
+    """Read a posterior written by :func:`save_posterior` (or :meth:`Posterior.save`).
+
+    Parameters
+    ----------
+    path : str, Path or bytes
+        The file, or its content.
+    model : vaequery.VAE, optional
+        The model the posterior belongs to. Required when the file holds none
+        (a :func:`vaequery.from_decoder` model); checked against the file's
+        feature names and latent size otherwise.
+
+    Returns
+    -------
+    vaequery.Posterior
+        Equal to the one saved: same draws, imputations, losses, flags, state
+        and key (so :meth:`~vaequery.Posterior.log_likelihood` and friends give
+        the same numbers).
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ValueError
+        Not a posterior file, a newer format version, a truncated or corrupted
+        file, or a model that does not match.
+    """
+    import zipfile
+
+    where = "posterior bytes" if isinstance(path, bytes) else str(path)
+    if not isinstance(path, bytes) and not Path(path).exists():
+        raise FileNotFoundError(f"no vaequery posterior at {path}")
+    src = io.BytesIO(path) if isinstance(path, bytes) else path
+    try:
+        with zipfile.ZipFile(src) as zf:
+            files = {n: zf.read(n) for n in zf.namelist()}  # reading checks every CRC
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise ValueError(
+            f"{where} is not a readable vaequery posterior file: it is truncated or corrupted "
+            f"({type(e).__name__}: {e}); save the posterior again"
+        ) from None
+    return posterior_from_files(files, model=model, where=where)
+
+
+def posterior_from_files(files: dict, model=None, where="posterior"):
+    """Rebuild a :class:`vaequery.Posterior` from :func:`posterior_files` output.
+
+    Parameters
+    ----------
+    files : dict of str to bytes
+    model : vaequery.VAE, optional
+        See :func:`load_posterior`.
+    where : str
+        Named in error messages.
+
+    Returns
+    -------
+    vaequery.Posterior
+    """
+    from vaequery.backends import _base
+    from vaequery.fit import _run_batch
+    from vaequery.posterior import Posterior
+    from vaequery.query import Query
+
+    def read(name):
+        if name not in files:
+            raise ValueError(f"{where} is incomplete or corrupted: {name} is missing")
+        return files[name]
+
+    info = _read_json(read, POSTERIOR_FILE, where)
+    if info.get("format") != POSTERIOR_FORMAT:
+        raise ValueError(f"{where} is not a vaequery posterior (format {info.get('format')!r})")
+    version = info.get("format_version")
+    if version != POSTERIOR_FORMAT_VERSION:
+        raise ValueError(
+            f"{where} was written in vaequery posterior format version {version} (by vaequery "
+            f"{info.get('vaequery_version')}); this vaequery {_version()} reads version "
+            f"{POSTERIOR_FORMAT_VERSION} only. Read it with that vaequery, or infer again."
+        )
+    if model is None:
+        if not info.get("model_included"):
+            raise ValueError(
+                f"{where} was saved without its model (vaequery's format cannot store a "
+                "vaequery.from_decoder model): pass it, load_posterior(path, model=vae)"
+            )
+        sub = {k[len(MODEL_DIR) :]: v for k, v in files.items() if k.startswith(MODEL_DIR)}
+        model = model_from_files(sub, where=f"{where}/model")
+    if list(model.feature_names) != info["features"] or model.latent_dim != info["latent_dim"]:
+        raise ValueError(
+            f"{where} answers queries on a model with features {info['features']} and "
+            f"latent_dim {info['latent_dim']}; the model given has {model.feature_names} and "
+            f"{model.latent_dim}"
+        )
+    arrays = {}
+    for name in list(_POSTERIOR_ARRAYS) + [f"info/{k}" for k in info["info"]]:
+        try:
+            arrays[name] = np.load(io.BytesIO(read(f"arrays/{name}.npy")), allow_pickle=False)
+        except ValueError as e:
+            raise ValueError(f"{where}: arrays/{name}.npy is corrupted or unsafe ({e})") from None
+    N = arrays["z"].shape[0]
+    query = Query(model, arrays["x"], arrays["observed"], arrays["target"], info["single"])
+    if not (query.x.shape == (N, len(model.schema)) == arrays["target"].shape):
+        raise ValueError(f"{where} is corrupted: its arrays do not have matching shapes")
+    rec = info["backend"]
+    backend = _base.get(rec["name"], **rec["hyperparameters"]).bind(model)
+    key = jax.random.wrap_key_data(jax.numpy.asarray(arrays["key"], jax.numpy.uint32))
+    # the state's structure is the backend's: trace (not run) one batch to get it
+    target = query.target()
+    if getattr(backend, "init", None) == "given" or getattr(backend, "init", None) in (
+        _base.GUIDE_INITS
+    ):
+        d = model.latent_dim
+        start = {
+            "loc": np.zeros((N, d), np.float32),
+            "tril": np.tile(np.eye(d, dtype=np.float32), (N, 1, 1)),
+        }
+        target = target._replace(
+            data={**target.data, "start": jax.tree.map(jax.numpy.asarray, start)}
+        )
+    keys = jax.random.split(key, N)
+    fit_shape, _ = eqx.filter_eval_shape(
+        _run_batch, backend, target, model.likelihood, keys, info["num_draws"], None
+    )
+    state = _read_weights(read(STATE_FILE), fit_shape.state, where, STATE_FILE)
+    return Posterior(
+        query=query,
+        backend=backend,
+        state=state,
+        z=arrays["z"],
+        x_model=arrays["x_model"],
+        loss=arrays["loss"],
+        info={k[len("info/") :]: v for k, v in arrays.items() if k.startswith("info/")},
+        key=key,
+        failed=arrays["failed"],
+    )

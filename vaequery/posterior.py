@@ -61,6 +61,43 @@ class Posterior:
         self._x_model = np.where(obs_b, xq, x_model)  # standardised units
         self.x = schema.unstandardise(self._x_model)
 
+    # ------------------------------------------------------ persistence
+    def save(self, path, include_model=None):
+        """Write this result to one file; read it back with :func:`vaequery.load_posterior`.
+
+        The file is vaequery's own format (:func:`vaequery.io.save_posterior`):
+        JSON and raw arrays, never pickle, so loading runs no code from it.
+
+        Parameters
+        ----------
+        path : str or Path
+        include_model : bool, optional
+            Store the model too (default: when it can be saved, i.e. not a
+            :func:`vaequery.from_decoder` model; then pass ``model=`` on load).
+
+        Returns
+        -------
+        Path
+        """
+        from vaequery.io import save_posterior
+
+        return save_posterior(self, path, include_model=include_model)
+
+    def __reduce__(self):
+        # pickle through the same format (model included), see VAE.__reduce__
+        from vaequery.io import (
+            _UnsavableModel,
+            pickle_refusal,
+            posterior_files,
+            posterior_from_files,
+        )
+
+        try:
+            files = posterior_files(self, include_model=True)
+        except _UnsavableModel as e:
+            raise pickle_refusal(e, "Posterior") from None
+        return (posterior_from_files, (files, None, "pickled Posterior"))
+
     # ----------------------------------------------------------- shapes
     @property
     def converged(self):
@@ -236,6 +273,8 @@ class Posterior:
                     stats[out] = self._cdq(v)
         elif self.loss.size:
             stats["final_loss"] = self.loss[None, None, :, -1]
+            if "num_steps_used" in self.info:  # VI with tol=: steps each query ran
+                stats["num_steps_used"] = self.info["num_steps_used"][None, None, :]
         if self.backend.family == "mcmc":
             stats["failed"] = self._cdq(
                 np.broadcast_to(self.failed[:, None, None], self.z.shape[:3])
@@ -266,7 +305,8 @@ class Posterior:
               unobserved (raw units);
             * ``sample_stats``: MCMC ``acceptance_rate``, ``diverging``,
               ``step_size`` (and ``n_steps`` for HMC/NUTS); VI ``final_loss``
-              (dims ``chain, draw, query``; VI's has one draw); ``failed``
+              and, with ``tol=``, ``num_steps_used`` (dims ``chain, draw,
+              query``; VI's have one draw); ``failed``
               (every draw of a row whose inference was not finite);
             * ``log_likelihood``: ``evidence`` = ``log p(x_O | z)`` per draw,
               dims ``chain, draw, query``.

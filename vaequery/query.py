@@ -54,30 +54,29 @@ class Query:
         if X is None:
             raw = np.full((1, D), np.nan)
             for name, v in values.items():
-                raw[0, schema.index(name)] = _scalar(name, v)
+                j = schema.index(name)
+                raw[0, j] = _scalar(schema.features[j], v)
             single = True
             if observed is not None:
                 raise TypeError("observed= needs an array X")
         else:
             if hasattr(X, "values") and hasattr(X, "columns"):  # pandas-like
                 X = _align_frame(X, schema)
-            raw = np.array(getattr(X, "X", X), dtype=float, copy=True)
+            elif hasattr(X, "index") and hasattr(X, "to_dict") and hasattr(X, "values"):
+                X = _align_series(X, schema)
+            raw = _as_float_array(getattr(X, "X", X), schema)
             single = raw.ndim == 1
             if raw.ndim == 1:
                 raw = raw[None]
             if raw.ndim != 2 or raw.shape[1] != D:
                 raise ValueError(
                     f"evidence must have shape [N, {D}] or [{D}] (one column per "
-                    f"feature: {schema.names}); got shape {np.shape(X)}"
+                    f"feature: {schema.names}); got shape {np.shape(raw)}"
                 )
         if observed is None:
             obs = ~np.isnan(raw)
         else:
-            obs = np.asarray(observed, bool)
-            if obs.ndim == 1:
-                obs = obs[None]
-            if obs.shape != raw.shape:
-                raise ValueError(f"observed mask has shape {obs.shape}, expected {raw.shape}")
+            obs = _as_mask(observed, raw.shape, "observed")
         _check_values(raw, obs, schema)
         x = np.where(obs, schema.standardise(np.where(obs, raw, 0.0)), 0.0)
         return cls(model, x, obs, ~obs, single=single)
@@ -103,11 +102,7 @@ class Query:
         if names and target is not None:
             raise TypeError("give target features by name or as a mask, not both")
         if target is not None:
-            tgt = np.asarray(target, bool)
-            if tgt.ndim == 1:
-                tgt = np.broadcast_to(tgt, (N, D))
-            if tgt.shape != (N, D):
-                raise ValueError(f"target mask has shape {tgt.shape}, expected {(N, D)}")
+            tgt = _as_mask(target, (N, D), "target")
         elif names:
             tgt = np.zeros((N, D), bool)
             for n in names:
@@ -249,13 +244,99 @@ class Query:
         )
 
 
-def _scalar(name, v):
+def _scalar(feature, v):
+    """One named evidence value as a float (a level name becomes its code)."""
+    if isinstance(v, str) and feature.kind != "real":
+        return float(_level_code(feature, v, ""))
     try:
         return float(v)
     except (TypeError, ValueError):
+        levels = f" or one of its levels {list(feature.levels)}" if feature.levels else ""
         raise TypeError(
-            f"evidence for feature {name!r} must be a number, got {type(v).__name__} {v!r}"
+            f"evidence for feature {feature.name!r} must be a number{levels}, got "
+            f"{type(v).__name__} {v!r}"
         ) from None
+
+
+def _level_code(feature, v, where):
+    if v in feature.levels:
+        return feature.levels.index(v)
+    accepted = (
+        f"its level names {list(feature.levels)} or codes 0..{feature.num_levels - 1}"
+        if feature.levels
+        else f"integer codes 0..{feature.num_levels - 1} (it has no level names)"
+    )
+    raise ValueError(
+        f"feature {feature.name!r} ({feature.kind}) has no level {v!r}{where}; accepted: {accepted}"
+    )
+
+
+def _as_float_array(X, schema):
+    """Evidence as a float64 array; a cell that is not a number is named (row, feature).
+
+    Numbers of any real dtype (bool, int, float32/64) are accepted; ``None``
+    becomes NaN (unobserved); a string in a binary/categorical column is
+    read as one of the feature's level names.
+    """
+    try:
+        a = np.asarray(X)
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(
+            f"evidence must be a rectangular array [N, {len(schema)}]; numpy could not "
+            f"build one: {e}"
+        ) from None
+    if a.dtype.kind in "biuf":
+        return np.array(a, dtype=float, copy=True)
+    if a.dtype.kind == "c":
+        raise TypeError("evidence must be real numbers, got a complex array")
+    if a.dtype.kind not in "OUS" or a.ndim not in (1, 2) or a.shape[-1] != len(schema):
+        try:
+            return np.array(a, dtype=float, copy=True)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"evidence must be numbers (NaN for unobserved), got an array of dtype {a.dtype}"
+            ) from None
+    rows = a[None] if a.ndim == 1 else a
+    out = np.empty(rows.shape, float)
+    for (r, j), v in np.ndenumerate(rows):
+        f = schema.features[j]
+        if v is None:
+            out[r, j] = np.nan
+        elif isinstance(v, str) and f.kind != "real":
+            out[r, j] = _level_code(f, v, f" (row {r})")
+        else:
+            try:
+                out[r, j] = float(v)
+            except (TypeError, ValueError):
+                v = str(v) if isinstance(v, str) else v  # np.str_('x') -> 'x'
+                levels = f" or one of its levels {list(f.levels)}" if f.levels else ""
+                raise TypeError(
+                    f"evidence for feature {f.name!r} in row {r} must be a number{levels} "
+                    f"(NaN or None for unobserved), got {type(v).__name__} {v!r}"
+                ) from None
+    return out[0] if a.ndim == 1 else out
+
+
+def _as_mask(mask, shape, what):
+    """A boolean ``[N, D]`` mask from a bool or 0/1 array ``[N, D]`` or ``[D]``."""
+    m = np.asarray(mask)
+    N, D = shape
+    if m.dtype != bool:
+        ok = m.dtype.kind in "biuf" and np.isin(m, (0, 1)).all()
+        if not ok:
+            raise ValueError(
+                f"the {what} mask must hold booleans (or 0/1), got dtype {m.dtype} "
+                f"with values such as {m.ravel()[:4].tolist()}"
+            )
+        m = m.astype(bool)
+    if m.shape == (D,):
+        m = np.broadcast_to(m, (N, D))
+    if m.shape != (N, D):
+        raise ValueError(
+            f"the {what} mask has shape {m.shape}; accepted: [{N}, {D}] (one entry per "
+            f"query row and feature) or [{D}] (the same for every row)"
+        )
+    return np.array(m, bool)
 
 
 def _align_frame(frame, schema):
@@ -263,9 +344,17 @@ def _align_frame(frame, schema):
     extra = [c for c in frame.columns if c not in schema.names]
     if missing or extra:
         raise ValueError(
-            f"table columns do not match the model's features: missing {missing}, unknown {extra}"
+            f"table columns do not match the model's features: missing {missing}, unknown "
+            f"{extra}. Accepted: exactly the columns {schema.names} (any order; NaN marks "
+            "an unobserved value): select them with frame[vae.feature_names] and add a "
+            "missing one as a NaN column"
         )
-    return frame[schema.names].to_numpy(dtype=float)
+    return frame[schema.names].to_numpy()
+
+
+def _align_series(series, schema):
+    """A pandas Series indexed by feature name -> one row."""
+    return _align_frame(series.to_frame().T, schema)[0]
 
 
 def _check_values(raw, obs, schema):

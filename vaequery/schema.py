@@ -16,6 +16,18 @@ import numpy as np
 KINDS = ("real", "binary", "categorical")
 
 
+class UnknownFeatureError(KeyError, ValueError):
+    """A feature name the model does not have.
+
+    Both a ``KeyError`` (a failed look-up by name) and a ``ValueError`` (bad
+    input to a query), so either ``except`` clause catches it.
+    """
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ shows the repr of its message, quotes and all
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclasses.dataclass(frozen=True)
 class Feature:
     """One column of the data.
@@ -117,13 +129,26 @@ class Schema:
         return iter(self.features)
 
     def index(self, name: str) -> int:
-        """Column index of feature ``name`` with a helpful error if unknown."""
+        """Column index of feature ``name`` with a helpful error if unknown.
+
+        Raises
+        ------
+        TypeError
+            ``name`` is not a string.
+        UnknownFeatureError
+            No feature has that name (a ``KeyError`` and a ``ValueError``).
+        """
+        if not isinstance(name, str):
+            raise TypeError(
+                f"features are named by strings, got {type(name).__name__} {name!r}; "
+                f"known features: {self.names}"
+            )
         try:
             return self.names.index(name)
         except ValueError:
             close = [n for n in self.names if name.lower() in n.lower()]
             hint = f" Did you mean {close}?" if close else ""
-            raise KeyError(
+            raise UnknownFeatureError(
                 f"unknown feature {name!r}.{hint} Known features: {self.names}"
             ) from None
 

@@ -120,6 +120,31 @@ class VAE:
 
         return save(self, path)
 
+    def __reduce__(self):
+        # Pickle through vaequery's own format (vaequery.io.model_files: JSON and
+        # array bytes), so joblib and multiprocessing work and unpickling runs
+        # only vaequery's reader, never code carried in the pickle.
+        from vaequery.io import _UnsavableModel, model_files, model_from_files, pickle_refusal
+
+        try:
+            files = model_files(self)
+        except _UnsavableModel as e:
+            raise pickle_refusal(e) from None
+        return (model_from_files, (files, "pickled VAE"))
+
+    def __copy__(self):
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo):
+        import copy
+
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
     def __repr__(self) -> str:
         enc = ", encoder" if self.encode_fn is not None else ""
         guides = f", guides={sorted(self.guides)}" if self.guides else ""
