@@ -23,6 +23,7 @@ the ELBO, the optimiser and the ``lax.scan`` over steps are shared.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
@@ -200,6 +201,27 @@ class VIBackend(Backend):
         :class:`~vaequery.Posterior` of the same rows is accepted by
         ``Query.infer(init=...)``. Families use the start's mean and covariance
         (mean-field: its marginal standard deviations).
+    tol : float or None, default None
+        Per-query stopping (nats). ``None`` runs every query for ``num_steps``
+        steps in one ``lax.scan``, exactly as without the option. A positive
+        number runs the same steps in chunks of ``check_every`` inside a
+        ``lax.while_loop``: after each chunk the chunk's iterates are averaged
+        and the negative ELBO of the average is estimated with noise fixed for
+        the query (common random numbers); a query stops once that value has
+        changed by less than ``tol`` at ``patience`` consecutive checks, and
+        returns the average (see :meth:`_fit_params_tol`). A stopped query is
+        frozen; in a batch (vmapped) the loop ends when every query has stopped
+        or ``num_steps`` is reached, and a query's answer does not depend on
+        the other rows. The learning-rate schedule stays defined over
+        ``num_steps``. ``Fit.loss`` keeps its length ``num_steps``, the steps
+        after a query stopped repeating its last loss (finite, so failure flags
+        are unaffected); ``Fit.info["num_steps_used"]`` holds the steps it ran.
+    check_every : int, default 10
+        Steps per chunk when ``tol`` is set.
+    patience : int, default 2
+        Consecutive checks changing by less than ``tol`` before a query stops
+        (the first check compares chunks 0 and 1, so a query runs at least
+        ``(patience + 1) * check_every`` steps).
     """
 
     num_steps: int = 300
@@ -208,10 +230,33 @@ class VIBackend(Backend):
     beta: float = 1.0
     optimizer: str = "adam"
     init: str = "auto"
+    tol: float | None = None
+    check_every: int = 10
+    patience: int = 2
+
+    #: whether the backend's ``run_one`` goes through :meth:`fit_params`, so
+    #: honours ``tol`` (a backend with its own optimisation loop sets False)
+    supports_tol: ClassVar[bool] = True
 
     def __check_init__(self):
         _check_int("num_steps", self.num_steps, 1)
         _check_int("num_samples", self.num_samples, 1)
+        _check_int("check_every", self.check_every, 1)
+        _check_int("patience", self.patience, 1)
+        if self.tol is not None:
+            tol = self.tol
+            if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
+                raise ValueError(
+                    "tol must be a positive number of nats (the change of the checked negative "
+                    f"ELBO below which a query stops) or None (run every step), got {tol!r}"
+                )
+            if not math.isfinite(tol):
+                raise ValueError(f"tol must be finite (or None to run every step), got {tol!r}")
+            if not self.supports_tol:
+                raise ValueError(
+                    f"backend {self.name!r} runs its own optimisation loop and does not support "
+                    "tol=; leave tol=None, or use gaussian/fullrank/iaf/planar/mixture"
+                )
         if not (isinstance(self.beta, (int, float)) and self.beta > 0):
             raise ValueError(f"beta must be a positive number, got {self.beta!r}")
         if self.optimizer not in _OPTIMIZERS:
@@ -312,18 +357,29 @@ class VIBackend(Backend):
 
     def run_one(self, key, target, row, num_draws):
         k_init, k_steps, k_draw = jax.random.split(key, 3)
-        params, loss = self.fit_params(k_init, k_steps, target, row)
+        if self.tol is not None and type(self).fit_params is VIBackend.fit_params:
+            params, loss, used = self._fit_params_tol(k_init, k_steps, target, row)
+        else:
+            params, loss = self.fit_params(k_init, k_steps, target, row)
+            used = self.steps_used(loss) if self.tol is not None else None
         z, _ = self.sample_and_log_prob(params, k_draw, num_draws)
-        return Fit(self.export(params), z, loss, {"final_loss": loss[-1]})
+        info = {"final_loss": loss[-1]}
+        if used is not None:
+            info["num_steps_used"] = used
+        return Fit(self.export(params), z, loss, info)
 
     def fit_params(self, k_init, k_steps, target, row):
-        """Optimise one row: ``(params, loss [num_steps])`` after one ``lax.scan``."""
+        """Optimise one row: ``(params, loss [num_steps])``.
+
+        One ``lax.scan`` over ``num_steps`` when ``tol`` is None; with ``tol``,
+        chunks of ``check_every`` steps in a ``lax.while_loop`` until the row
+        has stopped improving (class docstring), the loss after the stop
+        repeating its last value.
+        """
+        if self.tol is not None:
+            return self._fit_params_tol(k_init, k_steps, target, row)[:2]
         state = self.init_state(k_init, target, row)
-        if self.optimizer == "lbfgs":
-            # de-randomised objective: the same noise at every step (Wu et al.)
-            keys = jnp.broadcast_to(k_steps, (self.num_steps,) + k_steps.shape)
-        else:
-            keys = jax.random.split(k_steps, self.num_steps)
+        keys = self._step_keys(k_steps)
         k_after = jax.random.split(jax.random.fold_in(k_steps, 1), self.num_steps)
 
         def body(s, xs):
@@ -342,6 +398,120 @@ class VIBackend(Backend):
         xs = (jnp.arange(self.num_steps), keys, k_after)
         arrays, loss = jax.lax.scan(scan_body, arrays, xs)
         return eqx.combine(arrays, static).params, loss
+
+    def _step_keys(self, k_steps):
+        if self.optimizer == "lbfgs":
+            # de-randomised objective: the same noise at every step (Wu et al.)
+            return jnp.broadcast_to(k_steps, (self.num_steps,) + k_steps.shape)
+        return jax.random.split(k_steps, self.num_steps)
+
+    def _fit_params_tol(self, k_init, k_steps, target, row):
+        """``(params, loss [num_steps], steps_used)`` with per-row stopping.
+
+        Chunks of ``check_every`` steps run in a ``lax.scan`` inside a
+        ``lax.while_loop``. After each chunk the iterates of the chunk are
+        averaged (Polyak-Ruppert: Adam at a still-high learning rate jitters
+        around the optimum, and the average sits nearer to it) and the
+        negative ELBO of the average is estimated with the row's *fixed* check
+        noise: common random numbers, so the difference between two checks
+        measures the change of the parameters, not fresh Monte-Carlo noise.
+        The row stops after ``patience`` consecutive checks changing by less
+        than ``tol`` (a worsening larger than ``tol`` is not convergence; a
+        non-finite check never is) and returns the average it was judged on; a
+        row that never stops returns its last iterate, as with ``tol=None``.
+        Steps past ``num_steps`` in the last chunk are masked.
+        """
+        C, T = self.check_every, self.num_steps
+        n_chunks = -(-T // C)
+        total = n_chunks * C
+        state = self.init_state(k_init, target, row)
+        # the same per-step keys as the single scan: a row that never stops
+        # follows the tol=None trajectory
+        keys = self._step_keys(k_steps)
+        k_after = jax.random.split(jax.random.fold_in(k_steps, 1), T)
+        k_check = jax.random.fold_in(k_steps, 3)
+
+        def pad(a):  # steps past num_steps in the last chunk are masked below
+            return jnp.concatenate([a, jnp.broadcast_to(a[-1:], (total - T,) + a.shape[1:])])
+
+        xs = (jnp.arange(total), pad(keys), pad(k_after))
+        arrays, static = eqx.partition(state, eqx.is_array)
+        rest = split_trainable(state.params)[1]
+
+        def trainable(a):
+            return split_trainable(eqx.combine(a, static).params)[0]
+
+        def check(train):
+            return self.loss_fn(eqx.combine(train, rest), k_check, target, row)
+
+        def step_body(carry, x):
+            a, last, acc = carry
+            i, k, ka = x
+            s, loss = self.step(eqx.combine(a, static), k, target, row)
+            s = self.after_step(s, i, ka, target, row)
+            live = i < T
+            a = jax.tree.map(lambda n, o: jnp.where(live, n, o), eqx.filter(s, eqx.is_array), a)
+            acc = jax.tree.map(lambda u, p: u + jnp.where(live, p, 0), acc, trainable(a))
+            return (a, jnp.where(live, loss, last), acc), jnp.where(live, loss, last)
+
+        def cond(c):
+            return (c["chunk"] < n_chunks) & ~c["done"]
+
+        def body(c):
+            chunk = c["chunk"]
+            x = jax.tree.map(lambda v: jax.lax.dynamic_slice_in_dim(v, chunk * C, C), xs)
+            zero = jax.tree.map(jnp.zeros_like, trainable(c["arrays"]))
+            (a, last, acc), losses = jax.lax.scan(step_body, (c["arrays"], c["last"], zero), x)
+            n_live = jnp.minimum(T - chunk * C, C)
+            avg = jax.tree.map(lambda u: u / n_live, acc)
+            value = jax.lax.stop_gradient(check(avg))
+            # NaN compares False: a non-finite check never counts as converged
+            stalled = (chunk > 0) & (jnp.abs(c["value"] - value) < self.tol)
+            run = jnp.where(stalled, c["run"] + 1, 0)
+            return {
+                "chunk": chunk + 1,
+                "done": run >= self.patience,
+                "run": run,
+                "value": value,
+                "arrays": a,
+                "last": last,
+                "avg": avg,
+                "buf": jax.lax.dynamic_update_slice_in_dim(c["buf"], losses, chunk * C, 0),
+            }
+
+        dtype = jax.eval_shape(lambda: self.step(state, keys[0], target, row)[1]).dtype
+        init = {
+            "chunk": jnp.zeros((), jnp.int32),
+            "done": jnp.zeros((), bool),
+            "run": jnp.zeros((), jnp.int32),
+            "value": jnp.full((), jnp.inf, dtype),
+            "arrays": arrays,
+            "last": jnp.zeros((), dtype),
+            "avg": jax.tree.map(jnp.zeros_like, trainable(arrays)),
+            "buf": jnp.zeros((total,), dtype),
+        }
+        c = jax.lax.while_loop(cond, body, init)
+        used = jnp.minimum(c["chunk"] * C, T)
+        loss = c["buf"][:T]
+        loss = jnp.where(jnp.arange(T) < used, loss, loss[used - 1])
+        params = eqx.combine(c["arrays"], static).params
+        averaged = eqx.combine(c["avg"], rest)
+        params = jax.tree.map(lambda u, v: jnp.where(c["done"], u, v), averaged, params)
+        return params, loss, used.astype(jnp.int32)
+
+    def steps_used(self, loss):
+        """Steps a row ran, read from its loss trace ``[num_steps]``.
+
+        A row stopped by ``tol`` repeats its last loss to the end of the trace
+        and stops only after a whole chunk: the trace's constant tail, rounded
+        up to a multiple of ``check_every``. Used for backends that override
+        :meth:`fit_params`; the others report the count of the loop itself.
+        """
+        T, C = self.num_steps, self.check_every
+        changed = jnp.concatenate([jnp.ones((1,), bool), loss[1:] != loss[:-1]])
+        last_change = T - 1 - jnp.argmax(changed[::-1])
+        used = -(-(last_change + 1) // C) * C
+        return jnp.minimum(used, T).astype(jnp.int32)
 
     def export(self, params):
         """The fitted state handed to :class:`Fit`: the array leaves of ``params``.

@@ -27,7 +27,7 @@ backends for those).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,6 +86,8 @@ class NumPyroSVI(VIBackend):
 
     guide: Any = "AutoNormal"
     learning_rate: Any = 0.3
+
+    supports_tol: ClassVar[bool] = False  # NumPyro's SVI runs its own loop
 
     def __check_init__(self):
         _guide_class(self.guide)
