@@ -23,6 +23,7 @@ FAST = {
     "nuts": dict(num_warmup=20, num_chains=2, max_num_doublings=4),
     "hmc": dict(num_warmup=20, num_chains=2, num_integration_steps=4),
     "chees": dict(num_warmup=20, num_chains=4),
+    "pathfinder": dict(num_steps=10, num_samples=8),
     "mwg": dict(num_burnin=3, num_chains=2),
     "pseudo_gibbs": dict(num_burnin=3, num_chains=2),
     "posterior_matching": dict(),

@@ -22,6 +22,7 @@ from vaequery.backends.hmc import HMC, NUTS, MCMCBackend
 from vaequery.backends.iaf import IAF
 from vaequery.backends.mixture import Mixture
 from vaequery.backends.numpyro_svi import NumPyroSVI
+from vaequery.backends.pathfinder import Pathfinder
 from vaequery.backends.planar import Planar
 from vaequery.backends.posterior_matching import DecoderOnly, PosteriorMatching
 
@@ -41,6 +42,7 @@ __all__ = [
     "IAF",
     "Mixture",
     "NumPyroSVI",
+    "Pathfinder",
     "Planar",
     "HMC",
     "MCMCBackend",
