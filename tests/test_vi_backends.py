@@ -22,7 +22,7 @@ from vaequery.testing import importance_relative_variance
 
 M = 20_000
 N_QUERIES = 32
-N_EQ = {"fullrank": 1000, "iaf": 100, "mixture": 300, "planar": 200}
+N_EQ = {"fullrank": 1000, "iaf": 1000, "mixture": 300, "planar": 200}
 
 
 def _draws(post, m=M, key=11):

@@ -7,13 +7,13 @@ with the default budgets (S = 100, T = 300), 8 queries, ``KL(q || p)`` from
 4,000 draws of each ``q`` against the exact grid posterior (nats, mean over
 queries; see docs/backends_vi.md):
 
-=========  ==========  =====================================
-backend    KL(q || p)  IWAE error of log p(x_U | x_O), S=1000
-=========  ==========  =====================================
-gaussian   1.63        -86   (one branch: the other's x_U is missed)
-iaf        0.74        -29
-mixture    0.25        +0.07
-=========  ==========  =====================================
+=========  ==========  =======================================
+backend    KL(q || p)  |IWAE error| of log p(x_U | x_O), S=1000
+=========  ==========  =======================================
+gaussian   1.63        87    (one branch: the other's x_U is missed)
+iaf        0.81        0.43  (before the full-rank base: 0.74, 29)
+mixture    0.13        0.08  (before the stratified estimator: 0.25)
+=========  ==========  =======================================
 
 Comparisons are made with 4 Monte-Carlo standard errors on either side.
 """
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from vaequery.testing import GridOracle2D, LinearGaussian
+from vaequery.testing import GridOracle2D, LinearGaussian, quadrant
 
 M = 4000
 C = np.array([1.0, 1.5, 0.6, 2.0, -1.0, 1.2, 0.8, -1.5])
@@ -87,3 +87,114 @@ def test_grid_oracle_agrees_with_linear_gaussian():
     mu, sigma = lin.posterior(x, obs)
     np.testing.assert_allclose(mean, mu, atol=2e-5)
     np.testing.assert_allclose(cov, sigma, atol=2e-5)
+
+
+# ---------------------------------------------------------------------------
+# Every mode found, with its exact mass (GridOracle2D.multimodal: two mirror
+# modes, kinked modes, a hyperbola, a ring, four modes, unequal modes). Before
+# the stratified estimator and the weight refit, the mixture's mode masses were
+# off by 0.12-0.28 on average over these shapes (up to 0.5: a mode missing) and
+# its IWAE of log p(x_O) by up to 0.3 nats (benchmarks/results/mixture_modes.md).
+# Monte-Carlo honesty: a mass share from 2,000 draws has sd <= 0.011, far inside
+# the 0.1 bound; the IWAE gap is bounded below by 0 up to its own sd (~0.01).
+# Fits of the same decoder share one compiled program (one batch of 18 queries).
+
+Z_MODES = np.array([[1.2, -0.4], [-0.7, 1.1], [1.6, 0.9]])
+
+
+@pytest.fixture(scope="module")
+def modes():
+    o = GridOracle2D.multimodal()
+    rng = np.random.default_rng(0)
+    xs, obs, shapes = [], [], []
+    for shape, idx in o.MULTIMODAL_QUERIES.items():
+        x = o._decode(Z_MODES) + o.sigma * rng.standard_normal((len(Z_MODES), o.num_features))
+        m = np.zeros_like(x, bool)
+        m[:, list(idx)] = True
+        xs.append(x)
+        obs.append(m)
+        shapes += [shape] * len(Z_MODES)
+    x, obs = np.concatenate(xs), np.concatenate(obs)
+    post = o.vae().given(np.where(obs, x, np.nan)).infer("mixture", key=0)
+    draw = jax.jit(jax.vmap(lambda s, k, b=post.backend: b.sample_and_log_prob(s, k, 2000)))
+    z, log_q = map(np.asarray, draw(post.state, jax.random.split(jax.random.key(1), len(x))))
+    return o, x, obs, np.array(shapes), z, log_q
+
+
+def test_mixture_gives_every_mode_its_exact_mass(modes):
+    o, x, obs, shapes, z, _ = modes
+    half, quad = o.quadrant_masses(x, obs)
+    qz = quadrant(z)
+    err = np.abs((qz >= 2).mean(-1) - half[:, 1])  # z1 > 0 against z1 < 0
+    four = shapes == "four"
+    err[four] = np.max([np.abs((qz[four] == k).mean(-1) - quad[four, k]) for k in range(4)], 0)
+    assert (quad[four] > 0.2).all()  # the four-mode queries really have four modes
+    assert err.max() < 0.1, dict(zip(shapes, err.round(3)))
+
+
+def test_mixture_iwae_matches_grid_on_multimodal_posteriors(modes):
+    o, x, obs, shapes, z, log_q = modes
+    log_px = o.log_marginal(x, obs)
+    lw = o.log_posterior(z, x, obs) + log_px[:, None] - log_q
+    iwae = np.asarray(jax.scipy.special.logsumexp(lw, -1)) - np.log(lw.shape[-1])
+    gap = log_px - iwae
+    report = {s: gap[shapes == s].round(3).tolist() for s in o.MULTIMODAL_QUERIES}
+    for s in o.MULTIMODAL_QUERIES:  # the issue's goal: within 0.1 nats on average
+        assert gap[shapes == s].mean() < 0.1, report
+    # single queries on the hyperbola (a long curved ridge for 10 diagonal
+    # components) measured up to 0.15
+    assert gap.max() < 0.25, report
+    assert gap.min() > -0.05, report  # not above the truth
+
+
+# ---------------------------------------------------------------------------
+# Gaussian posteriors: the mixture must not over-disperse, and the IAF (which
+# contains every full-rank Gaussian) must be as accurate as "fullrank". Before:
+# the mixture's largest variance ratio was 2.9 and the IAF's largest correlation
+# error 0.66 on these oracles (fullrank 0.07). 2,000 draws: a variance ratio has
+# relative sd 0.03 and a correlation sd <= 0.022, so the bounds 1.3 and 0.1
+# leave room for Monte-Carlo error and catch the faults.
+
+
+@pytest.fixture(scope="module", params=[(3, 8, 0.3, 0), (4, 10, 0.2, 1)], ids=["d3", "d4"])
+def gaussian_fits(request):
+    d, D, sigma, seed = request.param
+    lin = LinearGaussian.random(seed, num_features=D, latent_dim=d, sigma=sigma)
+    _, x = lin.sample(seed + 100, 24)
+    rng = np.random.default_rng(seed + 7)
+    obs = np.zeros(x.shape, bool)
+    for r in range(len(x)):
+        obs[r, rng.permutation(D)[: D // 2]] = True
+    mu, P = lin.posterior(x, obs)
+    q = lin.vae().given(np.where(obs, x, np.nan))
+    out = {}
+    for name in ["mixture", "iaf", "fullrank"]:
+        post = q.infer(name, key=seed)
+        draw = jax.jit(jax.vmap(lambda s, k, b=post.backend: b.sample_and_log_prob(s, k, 2000)))
+        z = np.asarray(draw(post.state, jax.random.split(jax.random.key(2), len(x)))[0], float)
+        m = z.mean(1)
+        Q = np.einsum("nsa,nsb->nab", z - m[:, None], z - m[:, None]) / (z.shape[1] - 1)
+        out[name] = (m, Q)
+    return mu, P, out
+
+
+def _correlation(C):
+    s = np.sqrt(np.diagonal(C, 0, 1, 2))
+    return C / s[:, :, None] / s[:, None, :]
+
+
+def test_mixture_does_not_over_disperse(gaussian_fits):
+    mu, P, out = gaussian_fits
+    _, Q = out["mixture"]
+    ratio = np.diagonal(Q, 0, 1, 2) / np.diagonal(P, 0, 1, 2)
+    assert ratio.max() < 1.3, ratio.max()
+
+
+def test_iaf_as_accurate_as_fullrank_on_gaussian_posteriors(gaussian_fits):
+    mu, P, out = gaussian_fits
+    err = {n: np.abs(_correlation(out[n][1]) - _correlation(P)).max() for n in ["iaf", "fullrank"]}
+    assert err["iaf"] < 0.1, err
+    assert err["iaf"] < err["fullrank"] + 0.05, err
+    # the means too, in posterior standard deviations
+    d = out["iaf"][0] - mu
+    assert np.sqrt(np.einsum("na,nab,nb->n", d, np.linalg.inv(P), d)).max() < 0.2

@@ -266,6 +266,51 @@ class GridOracle2D:
 
         return cls(decode, 3, sigma, **kwargs)
 
+    #: Which features of :meth:`multimodal` to observe for each posterior shape.
+    MULTIMODAL_QUERIES = {
+        "even": (0,),  # x0 = z1^2: z1 = +-sqrt(x0), two narrow mirror modes
+        "abs": (1,),  # x1 = 2|z1|: two modes with kinks
+        "product": (2,),  # x2 = z1 z2: both branches of a hyperbola
+        "ring": (3,),  # x3 = 0.3 (z1^2 + z2^2): a ring
+        "four": (0, 4),  # z1^2 and z2^2: four modes, one per quadrant
+        "skewed": (0, 5),  # z1^2 and weak evidence on z1: two modes of unequal mass
+    }
+
+    @classmethod
+    def multimodal(cls, sigma=0.1, **kwargs):
+        r"""One decoder whose observed features select a multimodal posterior.
+
+        ``g(z) = (z_1^2,\ 2|z_1|,\ z_1 z_2,\ 0.3(z_1^2+z_2^2),\ z_2^2,\
+        0.15 z_1,\ z_1,\ z_2)``; :attr:`MULTIMODAL_QUERIES` says which
+        features to observe for each shape (two mirror modes, kinked modes, a
+        hyperbola, a ring, four modes, unequal modes). The last two features
+        are the latent itself, to be imputed. One model serves the whole
+        family, so a backend compiles once for all of it.
+        """
+
+        def decode(z):
+            import jax.numpy as jnp
+
+            z = jnp.asarray(z)
+            z1, z2 = z[..., 0], z[..., 1]
+            return jnp.stack(
+                [z1**2, 2 * jnp.abs(z1), z1 * z2, 0.3 * (z1**2 + z2**2), z2**2, 0.15 * z1, z1, z2],
+                -1,
+            )
+
+        return cls(decode, 8, sigma, **kwargs)
+
+    def quadrant_masses(self, x, observed):
+        """Exact posterior mass of ``z1 < 0`` / ``z1 > 0`` and of the quadrants.
+
+        Returns ``(half [N, 2], quadrant [N, 4])``; quadrants are numbered
+        ``2 [z1 > 0] + [z2 > 0]`` (as :func:`quadrant`).
+        """
+        w = self.posterior_weights(x, observed)
+        q = quadrant(self.grid)
+        quad = np.stack([w[:, q == k].sum(-1) for k in range(4)], -1)
+        return np.stack([quad[:, :2].sum(-1), quad[:, 2:].sum(-1)], -1), quad
+
     def _decode(self, z):
         return np.asarray(self.decode(np.asarray(z, np.float32)), float)
 
@@ -335,3 +380,9 @@ class GridOracle2D:
         """
         r = np.asarray(log_q, float) - self.log_posterior(z, x, observed)
         return r.mean(-1), r.std(-1, ddof=1) / np.sqrt(r.shape[-1])
+
+
+def quadrant(z):
+    """Quadrant index ``2 [z1 > 0] + [z2 > 0]`` of points ``z [..., 2]``."""
+    z = np.asarray(z)
+    return 2 * (z[..., 0] > 0) + (z[..., 1] > 0)

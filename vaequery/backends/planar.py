@@ -52,7 +52,7 @@ class Planar(FlowBackend):
     learning_rate: Any = 0.05
     num_layers: int = 16
 
-    train_base = True
+    base = "diag"
 
     def __check_init__(self):
         _check_int("num_layers", self.num_layers, 1)
