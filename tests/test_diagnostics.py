@@ -204,7 +204,7 @@ def test_mcmc_docs_page_runs(tmp_path, monkeypatch):
 
     page = Path(__file__).resolve().parents[1] / "docs" / "mcmc_and_diagnostics.md"
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     with warnings.catch_warnings():
@@ -213,3 +213,4 @@ def test_mcmc_docs_page_runs(tmp_path, monkeypatch):
             exec(compile(code, str(page), "exec"), ns)
     assert (tmp_path / "trace.png").stat().st_size > 10000
     assert ns["post"].z.shape == (8, 4, 500, 3)
+    assert ns["ch"].z.shape == (8, 8, 500, 3)
