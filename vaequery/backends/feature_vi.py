@@ -238,6 +238,8 @@ class FeatureVI(VIBackend):
             "x_loc": params["loc"],
             "x_scale": jnp.where(observed, 0.0, jnp.exp(params["log_scale"])),
         }
+        if self.tol is not None:
+            info["num_steps_used"] = self.steps_used(loss)
         return Fit(fit_gaussian(z_prop, self.proposal_scale), z, loss, info)
 
     def sample_and_log_prob(self, state, key, n):
