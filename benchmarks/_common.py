@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 import jax
@@ -30,3 +32,13 @@ def random_queries(vae, n, seed=0):
     raw = vae.schema.unstandardise(rng.standard_normal((n, D)))
     obs = rng.random((n, D)) < 0.5
     return np.where(obs, raw, np.nan)
+
+
+def machine():
+    """What every result file records about where it ran (device, cores, platform, jax)."""
+    return {
+        "device": jax.devices()[0].device_kind,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+    }

@@ -38,14 +38,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 import warnings
 
-import jax
 import numpy as np
-from _common import RESULTS, breast_cancer_model, random_queries
+from _common import RESULTS, breast_cancer_model, machine, random_queries
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
 
@@ -163,10 +160,7 @@ def main():
             "rms": float(np.sqrt(np.mean(zs**2))),
             "fraction_above_3": float(np.mean(zs > 3)),
         },
-        "device": jax.devices()[0].device_kind,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "jax": jax.__version__,
+        **machine(),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "batched_mcmc.json").write_text(json.dumps(out, indent=2))

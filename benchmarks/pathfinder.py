@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
-import jax
 import numpy as np
-from _common import RESULTS
+from _common import RESULTS, machine
 
 import vaequery as vq
 
@@ -91,10 +89,7 @@ def main():
         "configs": rows,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
-        "device": jax.devices()[0].device_kind,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "jax": jax.__version__,
+        **machine(),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pathfinder.json").write_text(json.dumps(out, indent=2))

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
-import jax
 import numpy as np
-from _common import RESULTS, breast_cancer_model, random_queries
+from _common import RESULTS, breast_cancer_model, machine, random_queries
 
 BACKENDS = ["gaussian", "fullrank", "iaf", "mixture", "planar", "numpyro"]
 
@@ -56,10 +53,7 @@ def main():
         "S": args.samples,
         "T": args.steps,
         "backends": rows,
-        "device": jax.devices()[0].device_kind,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "jax": jax.__version__,
+        **machine(),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "vi_throughput.json").write_text(json.dumps(out, indent=2))
