@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import RESULTS
+from _common import RESULTS, machine
 
 import vaequery as vq
 
@@ -321,8 +320,7 @@ def main():
     res = {
         "benchmark": "amortized",
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "cpu_count": os.cpu_count(),
-        "device": jax.devices()[0].device_kind,
+        **machine(),
         "iwae_samples": args.iwae,
         "vaequery_version": vq.__version__,
     }

@@ -32,9 +32,8 @@ import os
 import platform
 import time
 
-import jax
 import numpy as np
-from _common import RESULTS
+from _common import RESULTS, machine
 
 import vaequery as vq
 
@@ -266,9 +265,7 @@ def main():
     res = {
         "benchmark": "time_to_accuracy",
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "cpu_count": os.cpu_count(),
-        "device": jax.devices()[0].device_kind,
-        "jax": jax.__version__,
+        **machine(),
         "iwae_samples": args.iwae,
         "target_gap": TARGET_GAP,
         "load_before": [round(x, 2) for x in os.getloadavg()],
