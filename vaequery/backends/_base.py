@@ -589,9 +589,15 @@ def negative_elbo(z, log_q, entropy, target, row, beta):
     ``-(mean_s[log p(x_O|z_s) + β log p(z_s)] + β H)`` with ``H`` the analytic
     entropy if given, else ``-mean_s log q(z_s)``.
     """
+    log_joint = beta_log_joint(z, target, row, beta)
+    ent = -jnp.mean(log_q) if entropy is None else entropy
+    return -(jnp.mean(log_joint) + beta * ent)
+
+
+def beta_log_joint(z, target, row, beta):
+    """``log p(x_O | z) + β log p(z)`` for draws ``z: [S, d]`` -> ``[S]``."""
     log_joint = jax.vmap(target.logdensity_fn, (0, None))(z, row)
     if beta != 1.0:
         log_prior = jax.vmap(target.logprior_fn, (0, None))(z, row)
         log_joint = log_joint + (beta - 1.0) * log_prior
-    ent = -jnp.mean(log_q) if entropy is None else entropy
-    return -(jnp.mean(log_joint) + beta * ent)
+    return log_joint

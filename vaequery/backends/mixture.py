@@ -107,7 +107,7 @@ import optax
 from jax.scipy.special import logsumexp, ndtr
 from jax.scipy.stats import norm
 
-from vaequery.backends._base import VIBackend, _check_int, register
+from vaequery.backends._base import VIBackend, _check_int, beta_log_joint, register
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -274,14 +274,6 @@ class Mixture(VIBackend):
         z = loc[comp] + jnp.exp(log_scale[comp]) * eps
         return z, mixture_log_prob(params, z)
 
-    def _log_joint(self, z, target, row):
-        """``log p(x_O | z) + beta log p(z)`` for draws ``z [n, d]``."""
-        log_joint = jax.vmap(target.logdensity_fn, (0, None))(z, row)
-        if self.beta != 1.0:
-            log_prior = jax.vmap(target.logprior_fn, (0, None))(z, row)
-            log_joint = log_joint + (self.beta - 1.0) * log_prior
-        return log_joint
-
     def loss_fn(self, params, key, target, row):
         """Negative ELBO estimate whose gradient is the chosen estimator's."""
         if self.estimator == "implicit":
@@ -304,7 +296,7 @@ class Mixture(VIBackend):
         d = q["loc"].shape[-1]
         eps = jax.random.normal(key, (K, m, d))
         z = (q["loc"][:, None] + jnp.exp(q["log_scale"])[:, None] * eps).reshape(K * m, d)
-        f = self._log_joint(z, target, row) - self.beta * mixture_log_prob(q, z)
+        f = beta_log_joint(z, target, row, self.beta) - self.beta * mixture_log_prob(q, z)
         return -jnp.sum(pi * jnp.mean(f.reshape(K, m), -1))
 
     def _implicit_loss(self, params, key, target, row):
@@ -317,7 +309,7 @@ class Mixture(VIBackend):
         eps = jax.random.normal(ke, (S, loc.shape[-1]))
         z0 = sg(loc[comp] + jnp.exp(log_scale[comp]) * eps)
         z = implicit_reparam(z0, loc, log_scale, logp)
-        f = self._log_joint(z, target, row) - self.beta * mixture_log_prob(params, z)
+        f = beta_log_joint(z, target, row, self.beta) - self.beta * mixture_log_prob(params, z)
         fs = sg(f)
         baseline = (jnp.sum(fs) - fs) / (S - 1) if S > 1 else jnp.zeros_like(fs)
         w = jnp.exp(logp[comp])
@@ -342,7 +334,7 @@ class Mixture(VIBackend):
         loc, log_scale = params["loc"], params["log_scale"]
         d = loc.shape[-1]
         z = loc[:, None] + jnp.exp(log_scale)[:, None] * jax.random.normal(key, (K, M, d))
-        log_joint = self._log_joint(z.reshape(K * M, d), target, row).reshape(K, M)
+        log_joint = beta_log_joint(z.reshape(K * M, d), target, row, self.beta).reshape(K, M)
         u = (z[:, :, None, :] - loc) * jnp.exp(-log_scale)  # [K, M, K', d]
         log_comp = jnp.sum(-0.5 * u**2 - log_scale - _LOG_SQRT_2PI, -1)  # [K, M, K']
 
