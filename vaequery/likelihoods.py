@@ -142,10 +142,12 @@ class Categorical(Likelihood):
         return jnp.take_along_axis(logits, idx[..., None], -1)[..., 0]
 
     def mean(self, params):
-        return jnp.argmax(jnp.asarray(params), -1).astype(jnp.float32)
+        logits = jnp.asarray(params)
+        return jnp.argmax(logits, -1).astype(logits.dtype)
 
     def sample(self, key, params):
-        return jax.random.categorical(key, jnp.asarray(params)).astype(jnp.float32)
+        logits = jnp.asarray(params)
+        return jax.random.categorical(key, logits).astype(logits.dtype)
 
     def numpyro_sites(self, params):
         return [("categorical", None, dist.Categorical(logits=jnp.asarray(params)))]

@@ -38,7 +38,10 @@ class Posterior:
     backend : vaequery.backends.Backend
     failed : bool ndarray ``[N]``
         Rows whose loss or draws are not finite (their arrays hold NaN); the
-        other rows are unaffected. ``converged`` is its negation.
+        other rows are unaffected. MCMC draws at a non-finite log-density
+        (chains that never left an impossible start) are NaN, so they count
+        (:func:`vaequery.backends.hmc.at_finite_density`). ``converged`` is
+        its negation.
     """
 
     def __init__(self, query, backend, state, z, x_model, loss, info, key, failed=None):
@@ -259,6 +262,7 @@ class Posterior:
         if self.backend.family == "mcmc":
             lead = self.z.shape[:3]  # N, C, S
             for name, out in (
+                ("logdensity", "lp"),
                 ("acceptance_rate", "acceptance_rate"),
                 ("diverging", "diverging"),
                 ("num_integration_steps", "n_steps"),
@@ -304,7 +308,9 @@ class Posterior:
             * ``observed_data``: ``evidence`` ``[query, feature]``, NaN where
               unobserved (raw units);
             * ``sample_stats``: MCMC ``acceptance_rate``, ``diverging``,
-              ``step_size`` (and ``n_steps`` for HMC/NUTS); VI ``final_loss``
+              ``step_size`` (and ``n_steps`` for HMC/NUTS, ``lp``, the
+              target's log-density at each draw, where the backend records
+              it); VI ``final_loss``
               and, with ``tol=``, ``num_steps_used`` (dims ``chain, draw,
               query``; VI's have one draw); ``failed``
               (every draw of a row whose inference was not finite);

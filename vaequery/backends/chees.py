@@ -67,6 +67,7 @@ from vaequery.backends.hmc import (
     BATCHING,
     MCMCBackend,
     _check_int,
+    at_finite_density,
     fit_gaussian,
     per_query,
     sequential_on_cpu,
@@ -114,7 +115,9 @@ class ChEES(MCMCBackend):
     -----
     ``num_draws`` (default 500) is per chain: ``Posterior.z`` is
     ``[N, num_chains, num_draws, d]``. ``Fit.info`` holds, per query and per
-    kept draw, ``acceptance_rate`` (mean over the ``thin`` transitions that led
+    kept draw, ``logdensity`` (the target's at the draw; draws where it is not
+    finite are NaN, see :func:`~vaequery.backends.hmc.at_finite_density`),
+    ``acceptance_rate`` (mean over the ``thin`` transitions that led
     to it), ``diverging`` (any of them) and ``num_integration_steps`` (their
     total: gradients per kept draw; equal across chains, which move in
     lock-step), all ``[chains, draws]``, and the adapted ``step_size``
@@ -199,11 +202,13 @@ class ChEES(MCMCBackend):
 
         def draw(s, k):
             s, (acc, div, n) = jax.lax.scan(transition, s, jax.random.split(k, thin))
-            return s, (s.position, acc.mean(0), div.any(0), n.sum(0))
+            return s, (s.position, s.logdensity, acc.mean(0), div.any(0), n.sum(0))
 
         _, out = jax.lax.scan(draw, states, jax.random.split(k_draw, num_draws))
-        z, acc, div, nsteps = (jnp.swapaxes(a, 0, 1) for a in out)  # [C, S, ...]
+        z, lp, acc, div, nsteps = (jnp.swapaxes(a, 0, 1) for a in out)  # [C, S, ...]
+        z = at_finite_density(z, lp)
         info = {
+            "logdensity": lp,
             "acceptance_rate": acc,
             "diverging": div,
             "num_integration_steps": jnp.asarray(nsteps, jnp.int32),

@@ -93,19 +93,18 @@ class _EncoderDecoderGibbs(MCMCBackend):
             loc, scale = target.encode_fn(x)
             z_prop = loc + scale * jax.random.normal(k_prop, loc.shape, loc.dtype)
             if corrected:
-                log_ratio = (
-                    log_joint(z_prop, x)
-                    - log_joint(z, x)
-                    + _normal_logpdf(z, loc, scale)
-                    - _normal_logpdf(z_prop, loc, scale)
-                )
+                lp_prop, lp = log_joint(z_prop, x), log_joint(z, x)
+                log_q_ratio = _normal_logpdf(z, loc, scale) - _normal_logpdf(z_prop, loc, scale)
+                log_ratio = lp_prop - lp + log_q_ratio
                 log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
                 accept = jnp.log(jax.random.uniform(k_acc)) < log_ratio
                 z = jnp.where(accept, z_prop, z)
+                lp = jnp.where(accept, lp_prop, lp)
                 acc_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
             else:
-                z, acc_prob = z_prop, jnp.ones((), loc.dtype)
-            return (z, x_move(k_x, z)), (z, acc_prob)
+                # pseudo-Gibbs never evaluates the density: nothing to check
+                z, lp, acc_prob = z_prop, jnp.zeros((), loc.dtype), jnp.ones((), loc.dtype)
+            return (z, x_move(k_x, z)), (z, lp, acc_prob)
 
         k_burn, k_draw = jax.random.split(key)
         carry = (z0, jnp.where(observed, x_obs, 0.0))
@@ -115,13 +114,15 @@ class _EncoderDecoderGibbs(MCMCBackend):
         thin = int(self.thin)
 
         def thinned(c, k):
-            c, (z, acc) = jax.lax.scan(
+            c, (z, lp, acc) = jax.lax.scan(
                 lambda c_, k_: step(c_, k_, self._corrected), c, jax.random.split(k, thin)
             )
-            return c, (z[-1], acc.mean())
+            return c, (z[-1], lp[-1], acc.mean())
 
-        _, (z, acc) = jax.lax.scan(thinned, carry, jax.random.split(k_draw, num_draws))
-        return z, {"acceptance_rate": acc}
+        _, (z, lp, acc) = jax.lax.scan(thinned, carry, jax.random.split(k_draw, num_draws))
+        if not self._corrected:
+            return z, {"acceptance_rate": acc}
+        return z, {"logdensity": lp, "acceptance_rate": acc}
 
 
 @register("mwg")
@@ -145,7 +146,12 @@ class MetropolisWithinGibbs(_EncoderDecoderGibbs):
     Notes
     -----
     ``Fit.info["acceptance_rate"]`` ``[chains, draws]`` is the Metropolis-
-    Hastings acceptance probability of the z-move (mean over a thinning block).
+    Hastings acceptance probability of the z-move (mean over a thinning block);
+    ``Fit.info["logdensity"]`` ``[chains, draws]`` is ``log p(z, x)`` of the
+    completed row (``x_O`` and the imputation the z-move was made with) at
+    each kept ``z``. Draws where it is not finite are NaN and flag the row
+    (:func:`~vaequery.backends.hmc.at_finite_density`): evidence impossible
+    under every ``z`` leaves the chain at its burn-in state.
     """
 
 
@@ -170,7 +176,10 @@ class PseudoGibbs(_EncoderDecoderGibbs):
 
     Notes
     -----
-    ``Fit.info["acceptance_rate"]`` is identically 1.
+    ``Fit.info["acceptance_rate"]`` is identically 1. Pseudo-Gibbs never
+    evaluates the density of the evidence, so unlike ``"mwg"`` it cannot tell
+    impossible evidence (a log-likelihood of ``-inf`` for every ``z``) from
+    any other: only non-finite draws flag a row.
     """
 
     _corrected: ClassVar[bool] = False

@@ -17,7 +17,10 @@ over queries, so a batch of ``N`` queries is one compiled program. With
 ``batching="vmap"`` it runs ``N × num_chains`` chains in lock-step; with
 ``"map"`` (NUTS's default on CPU, see :func:`sequential_on_cpu`) the vmap over
 queries becomes a loop inside the program (:func:`per_query`), so a query's
-chains never wait for another query's trajectories.
+chains never wait for another query's trajectories. Either way a query's draws
+depend only on its own row and key, not on what the other rows of the batch hold: a row
+with impossible evidence or a NaN decoder leaves the others bit-identical
+(``tests/test_numerical_faults.py``).
 
 Importance proposal
     MCMC has no density of its own, so ``Fit.state`` is a Gaussian fitted to the
@@ -73,6 +76,31 @@ def gaussian_sample_and_log_prob(state, key, n):
     return z, log_q
 
 
+def at_finite_density(z, logdensity):
+    """Draws ``z [..., d]``, NaN where the log-density ``[...]`` of the draw is not finite.
+
+    A chain started where the target is ``-inf`` or NaN (evidence impossible
+    under every ``z``, so a log-likelihood of ``-inf`` everywhere; a decoder
+    returning NaN there) rejects every proposal and keeps its start, a prior
+    draw: finite numbers that are not posterior draws. Made NaN, they flag the
+    row in ``Posterior.failed`` like a variational row with a non-finite loss.
+    A decoder that is NaN only on part of the space is not a failure of a chain
+    that stays out of it: proposals there are rejected (and counted in
+    ``diverging``), as for any region of zero density.
+
+    Parameters
+    ----------
+    z : array ``[..., d]``
+    logdensity : array ``[...]``
+        The target's log-density at each draw.
+
+    Returns
+    -------
+    array ``[..., d]``
+    """
+    return jnp.where(jnp.isfinite(logdensity)[..., None], z, jnp.nan)
+
+
 #: Accepted values of the ``batching`` hyper-parameter of the HMC-type backends.
 BATCHING = ("auto", "vmap", "map")
 
@@ -116,7 +144,10 @@ class MCMCBackend(Backend):
     """Shared parts of the MCMC backends: chains, the Gaussian proposal.
 
     Subclasses implement ``_chain(key, z0, target, row, num_draws)`` returning
-    ``(z [num_draws, d], info dict)`` for one chain.
+    ``(z [num_draws, d], info dict)`` for one chain. When ``info`` holds the
+    target's ``"logdensity"`` ``[num_draws]`` at each draw, draws where it is
+    not finite become NaN (:func:`at_finite_density`): the row is then flagged
+    as failed.
     """
 
     family: ClassVar[str] = "mcmc"
@@ -142,6 +173,8 @@ class MCMCBackend(Backend):
         z, info = jax.vmap(lambda k, z_init: self._chain(k, z_init, target, row, num_draws))(
             keys, z0
         )
+        if "logdensity" in info:
+            z = at_finite_density(z, info["logdensity"])
         state = fit_gaussian(z, self.proposal_scale)
         return Fit(state, z, jnp.zeros((0,), z.dtype), info)
 
@@ -211,13 +244,15 @@ class _BlackjaxHMC(MCMCBackend):
             s, info = step(k, s)
             return s, (
                 s.position,
+                s.logdensity,
                 info.acceptance_rate,
                 info.is_divergent,
                 info.num_integration_steps,
             )
 
-        _, (z, acc, div, nsteps) = jax.lax.scan(one, state, jax.random.split(k_draw, num_draws))
+        _, (z, lp, acc, div, nsteps) = jax.lax.scan(one, state, jax.random.split(k_draw, num_draws))
         info = {
+            "logdensity": lp,
             "acceptance_rate": acc,
             "diverging": div,
             "num_integration_steps": jnp.asarray(nsteps, jnp.int32),
