@@ -137,7 +137,8 @@ def _posterior_start(post, query):
     cov = np.einsum("nsi,nsj->nij", diff, diff) / max(z.shape[1] - 1, 1)
     # a ridge keeps a start from a handful of draws (or a collapsed one) factorable
     cov = cov + (1e-6 + 1e-3 * np.trace(cov, axis1=1, axis2=2) / d)[:, None, None] * np.eye(d)
-    return {"loc": loc.astype(np.float32), "tril": np.linalg.cholesky(cov).astype(np.float32)}
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32 unless jax_enable_x64
+    return {"loc": loc.astype(dtype), "tril": np.linalg.cholesky(cov).astype(dtype)}
 
 
 @eqx.filter_jit
@@ -175,6 +176,52 @@ def run(
 
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {list(ON_ERROR)}, got {on_error!r}")
+    backend, target, keys, key, num_draws, chunk_size = prepare(
+        query, backend, key, num_draws, chunk_size, hyperparameters
+    )
+    fit, x_model = _run_batch(backend, target, query.model.likelihood, keys, num_draws, chunk_size)
+    loss = np.asarray(fit.loss)
+    z = np.asarray(fit.z)
+    failed = failed_rows(loss, z)
+    report_failed(backend, np.flatnonzero(failed), query.num_queries, on_error, stacklevel=4)
+    x_model = np.asarray(x_model)
+    return Posterior(
+        query=query,
+        backend=backend,
+        state=fit.state,
+        z=z,
+        x_model=x_model,
+        loss=loss,
+        info=fit.info,
+        key=key,
+        failed=failed,
+    )
+
+
+def prepare(query, backend, key, num_draws, chunk_size, hyperparameters):
+    """Everything :func:`run` settles before the compiled program runs.
+
+    :mod:`vaequery.stream` runs the same program over blocks of rows from what
+    this returns, so both paths share one set-up.
+
+    Parameters
+    ----------
+    query : vaequery.Query
+    backend : str or Backend
+    key : int or PRNG key
+    num_draws, chunk_size : int or None
+    hyperparameters : dict
+        Backend constructor arguments, ``init=`` included.
+
+    Returns
+    -------
+    tuple
+        ``(backend, target, keys, key, num_draws, chunk_size)``: the bound
+        backend, the :class:`~vaequery.model.Target` of all rows (warm starts
+        in ``target.data["start"]``), one key per row ``[N]``, the typed key,
+        and the resolved ``num_draws`` and ``chunk_size`` (``None`` when it
+        covers every row).
+    """
     backend, hyperparameters, init_post = _resolve_init(backend, hyperparameters)
     backend = _base.get(backend, **hyperparameters)
     model = query.model
@@ -209,19 +256,29 @@ def run(
     if start is not None:
         start = jax.tree.map(jnp.asarray, start)
         target = target._replace(data={**target.data, "start": start})
-    fit, x_model = _run_batch(backend, target, model.likelihood, keys, num_draws, chunk_size)
-    loss = np.asarray(fit.loss)
-    z = np.asarray(fit.z)
+    return backend, target, keys, key, num_draws, chunk_size
+
+
+def failed_rows(loss, z):
+    """``bool [N]``: rows whose loss trace ``[N, ...]`` or draws ``[N, ...]`` are not all finite."""
     bad = ~np.isfinite(loss).all(axis=tuple(range(1, loss.ndim))) if loss.size else None
     bad_z = ~np.isfinite(z).reshape(z.shape[0], int(np.prod(z.shape[1:]))).all(-1)
-    failed = bad_z if bad is None else (bad | bad_z)
-    rows = np.flatnonzero(failed)
+    return bad_z if bad is None else (bad | bad_z)
+
+
+def report_failed(backend, rows, num_queries, on_error, stacklevel=3):
+    """Warn about (or, with ``on_error="raise"``, raise on) the failed ``rows`` of a batch."""
     if rows.size:
         msg = (
             f"backend {backend.name!r} produced a non-finite loss or draws for "
-            f"{rows.size} of {query.num_queries} queries (rows {rows[:10].tolist()}"
-            f"{'...' if rows.size > 10 else ''}); try a smaller learning_rate or more "
-            "num_samples"
+            f"{rows.size} of {num_queries} queries (rows {rows[:10].tolist()}"
+            f"{'...' if rows.size > 10 else ''}); "
+            + (
+                # MCMC: chains that never reached a finite log-density (hmc.at_finite_density)
+                "check their evidence: the log-likelihood is -inf or NaN wherever the chains went"
+                if backend.family == "mcmc"
+                else "try a smaller learning_rate or more num_samples"
+            )
         )
         if on_error == "raise":
             raise InferenceError(msg)
@@ -230,17 +287,5 @@ def run(
                 msg + ". The other rows are unaffected; Posterior.failed flags these "
                 "(on_error='raise' raises instead)",
                 InferenceWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
-    x_model = np.asarray(x_model)
-    return Posterior(
-        query=query,
-        backend=backend,
-        state=fit.state,
-        z=z,
-        x_model=x_model,
-        loss=loss,
-        info=fit.info,
-        key=key,
-        failed=failed,
-    )

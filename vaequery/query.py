@@ -26,15 +26,19 @@ class Query:
     ----------
     model : vaequery.VAE
     x : ndarray ``[N, D]``
-        Evidence in model (standardised) units, 0 where unobserved.
+        Evidence in model (standardised) units, 0 where unobserved; float32,
+        or float64 when JAX runs with ``jax_enable_x64``.
     observed_mask, target_mask : bool ndarray ``[N, D]``
     single : bool
         True if the user gave one row (results are still batched ``[1, ...]``).
     """
 
     def __init__(self, model, x, observed, target, single=False):
+        import jax
+
         self.model = model
-        self.x = np.asarray(x, np.float32)
+        # float32, or float64 under jax_enable_x64: evidence keeps the precision JAX computes in
+        self.x = np.asarray(x, jax.dtypes.canonicalize_dtype(np.float64))
         self.observed_mask = np.asarray(observed, bool)
         self.target_mask = np.asarray(target, bool)
         self.single = single
@@ -242,6 +246,27 @@ class Query:
             on_error=on_error,
             **hyperparameters,
         )
+
+    def infer_stream(self, backend="gaussian", key=0, **kwargs):
+        """Answer the rows block by block, in bounded memory, checkpointed and resumable.
+
+        See :func:`vaequery.stream.infer_stream` (``checkpoint=``,
+        ``block_size=``, ``keep="summary"`` or ``"posterior"``, ...).
+
+        Parameters
+        ----------
+        backend : str or backend object
+        key : int or jax PRNG key
+        **kwargs
+            Passed to :func:`vaequery.stream.infer_stream`.
+
+        Returns
+        -------
+        vaequery.stream.StreamSummary or vaequery.Posterior
+        """
+        from vaequery.stream import infer_stream
+
+        return infer_stream(self, backend, key, **kwargs)
 
 
 def _scalar(feature, v):
