@@ -24,6 +24,7 @@ FAST = {
     "hmc": dict(num_warmup=20, num_chains=2, num_integration_steps=4),
     "chees": dict(num_warmup=20, num_chains=4),
     "pathfinder": dict(num_steps=10, num_samples=8),
+    "grid": dict(coarse_points=16, fine_points=32),
     "mwg": dict(num_burnin=3, num_chains=2),
     "pseudo_gibbs": dict(num_burnin=3, num_chains=2),
     "posterior_matching": dict(),

@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["README.md", "docs/quickstart.md", "docs/query_language.md", "docs/amortized_guides.md"]
+PAGES = [
+    "README.md",
+    "docs/quickstart.md",
+    "docs/query_language.md",
+    "docs/amortized_guides.md",
+    "docs/compare.md",
+]
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 

@@ -1,7 +1,8 @@
 """vaequery: conditional queries on a pretrained VAE, answered in batch by many backends."""
 
-from vaequery import backends, datasets, guides, likelihoods, testing
+from vaequery import backends, datasets, guides, likelihoods, stream, testing
 from vaequery.cache import disable_compilation_cache, enable_compilation_cache
+from vaequery.compare import Comparison, compare
 from vaequery.fit import InferenceError, InferenceWarning
 from vaequery.io import load, load_posterior, pretrained
 from vaequery.posterior import Posterior
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "Comparison",
     "Feature",
     "InferenceError",
     "InferenceWarning",
@@ -21,6 +23,7 @@ __all__ = [
     "Query",
     "Schema",
     "backends",
+    "compare",
     "datasets",
     "disable_compilation_cache",
     "enable_compilation_cache",
@@ -30,6 +33,7 @@ __all__ = [
     "load",
     "load_posterior",
     "pretrained",
+    "stream",
     "testing",
     "train",
 ]

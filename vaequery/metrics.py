@@ -68,13 +68,22 @@ def iwae_log_likelihood(
     -------
     (log_lik [N], log_w_obs [N, S])
         The estimates and the importance log-weights
-        ``log p(x_O, z) - log q(z)`` (for PSIS diagnostics).
+        ``log p(x_O, z) - log q(z)`` (for PSIS diagnostics). A backend with
+        an ``exact_log_likelihood(target, state, data_joint, chunk_size)``
+        method (``"grid"``: quadrature) supplies ``log_lik`` itself, and
+        ``log_w_obs`` is then ``None`` (no importance draws are made).
     """
     n = target.num_queries
     keys = jax.random.split(key, n)
-    data_joint = {"x": jnp.asarray(x_joint, jnp.float32), "observed": jnp.asarray(joint_mask, bool)}
+    data_joint = {
+        "x": jnp.asarray(x_joint, jnp.result_type(float)),
+        "observed": jnp.asarray(joint_mask, bool),
+    }
     if chunk_size is not None and chunk_size >= n:
         chunk_size = None
+    exact = getattr(backend, "exact_log_likelihood", None)
+    if exact is not None:  # the grid backend: quadrature, no importance draws
+        return np.asarray(exact(target, state, data_joint, chunk_size)), None
     ll, lw = _iwae(
         backend, target, state, keys, target.data, data_joint, int(num_samples), chunk_size
     )

@@ -18,6 +18,7 @@ from vaequery.backends.fill_zeros import FillZeros, RetunedEncoder
 from vaequery.backends.fullrank import FullRank
 from vaequery.backends.gaussian import Gaussian
 from vaequery.backends.gibbs import MetropolisWithinGibbs, PseudoGibbs
+from vaequery.backends.grid import Grid
 from vaequery.backends.hmc import HMC, NUTS, MCMCBackend
 from vaequery.backends.iaf import IAF
 from vaequery.backends.mixture import Mixture
@@ -39,6 +40,7 @@ __all__ = [
     "Fit",
     "FullRank",
     "Gaussian",
+    "Grid",
     "IAF",
     "Mixture",
     "NumPyroSVI",
