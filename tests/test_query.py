@@ -20,7 +20,7 @@ def test_named_evidence_builds_one_row(vae):
     q2 = q.predict("b", "e")
     assert np.flatnonzero(q2.target_mask[0]).tolist() == [1, 4]
     assert np.flatnonzero(q.target_mask[0]).tolist() == [1, 3, 4, 5, 6, 7]  # unchanged
-    assert "given=['a', 'c']" in repr(q2)
+    assert repr(q2) == "Query: 1 row; given a = 1, c = -2; predict b, e"
 
 
 def test_array_evidence_with_nan_and_explicit_masks(vae):

@@ -6,7 +6,7 @@ from vaequery.compare import Comparison, compare
 from vaequery.fit import InferenceError, InferenceWarning
 from vaequery.io import load, load_posterior, pretrained
 from vaequery.posterior import Posterior
-from vaequery.query import Query
+from vaequery.query import Interval, Query, above, below, between
 from vaequery.schema import Feature, Schema
 from vaequery.train import train
 from vaequery.vae import VAE, from_decoder
@@ -17,12 +17,16 @@ __all__ = [
     "VAE",
     "Comparison",
     "Feature",
+    "Interval",
     "InferenceError",
     "InferenceWarning",
     "Posterior",
     "Query",
     "Schema",
+    "above",
     "backends",
+    "below",
+    "between",
     "compare",
     "datasets",
     "disable_compilation_cache",

@@ -550,6 +550,8 @@ def posterior_files(post, include_model=True) -> dict:
         "target": np.asarray(q.target_mask),
         "key": np.asarray(jax.random.key_data(post._key)),
     }
+    if q.has_intervals:  # interval evidence: written only when there is some
+        arrays.update(lo=np.asarray(q.lo), hi=np.asarray(q.hi), interval=q.interval_mask)
     info_arrays = {f"info/{k}": np.asarray(v) for k, v in post.info.items()}
     files = {}
     for name, a in {**arrays, **info_arrays}.items():
@@ -576,6 +578,7 @@ def posterior_files(post, include_model=True) -> dict:
         "latent_dim": int(model.latent_dim),
         "info": sorted(post.info),
         "model_included": model_included,
+        "intervals": bool(q.has_intervals),
     }
     files[POSTERIOR_FILE] = _json_bytes(info)
     return files
@@ -717,13 +720,21 @@ def posterior_from_files(files: dict, model=None, where="posterior"):
             f"{model.latent_dim}"
         )
     arrays = {}
-    for name in list(_POSTERIOR_ARRAYS) + [f"info/{k}" for k in info["info"]]:
+    intervals = ["lo", "hi", "interval"] if info.get("intervals") else []
+    for name in list(_POSTERIOR_ARRAYS) + intervals + [f"info/{k}" for k in info["info"]]:
         try:
             arrays[name] = np.load(io.BytesIO(read(f"arrays/{name}.npy")), allow_pickle=False)
         except ValueError as e:
             raise ValueError(f"{where}: arrays/{name}.npy is corrupted or unsafe ({e})") from None
     N = arrays["z"].shape[0]
-    query = Query(model, arrays["x"], arrays["observed"], arrays["target"], info["single"])
+    query = Query(
+        model,
+        arrays["x"],
+        arrays["observed"],
+        arrays["target"],
+        info["single"],
+        **{k: arrays[k] for k in intervals},
+    )
     if not (query.x.shape == (N, len(model.schema)) == arrays["target"].shape):
         raise ValueError(f"{where} is corrupted: its arrays do not have matching shapes")
     rec = info["backend"]

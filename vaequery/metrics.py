@@ -76,6 +76,8 @@ def iwae_log_likelihood(
     n = target.num_queries
     keys = jax.random.split(key, n)
     data_joint = {
+        # the model's other arguments (interval evidence) are evidence in both terms
+        **{k: v for k, v in target.data.items() if k not in ("x", "observed", "start")},
         "x": jnp.asarray(x_joint, jnp.result_type(float)),
         "observed": jnp.asarray(joint_mask, bool),
     }

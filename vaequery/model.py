@@ -4,6 +4,7 @@ The query model is an ordinary NumPyro model::
 
     z ~ N(0, I_d)
     x_k ~ p_k(x_k | decode(z))   masked to the observed features, obs=x
+    factor log P(lo_k <= x_k <= hi_k | decode(z))   summed over interval evidence
 
 so NumPyro's ``MCMC``, ``SVI``, ``Predictive`` and effect handlers run on it.
 Backends never see the decoder: they see a :class:`Target`, whose log-densities
@@ -25,7 +26,7 @@ from numpyro.infer.util import log_density
 
 
 def build_numpyro_model(decode_fn, likelihood, latent_dim: int, factors=()):
-    """Return ``model(x, observed)`` for a decoder and a factorised likelihood.
+    r"""Return ``model(x, observed)`` for a decoder and a factorised likelihood.
 
     Parameters
     ----------
@@ -41,12 +42,17 @@ def build_numpyro_model(decode_fn, likelihood, latent_dim: int, factors=()):
     -------
     callable
         NumPyro model with keyword/positional arguments ``x: [D]`` (finite
-        everywhere; unobserved entries are ignored) and ``observed: bool [D]``.
-        Latent site ``"z"``; observed sites ``"x"`` (one kind of feature) or
-        ``"x_real"``, ``"x_binary"``, ``"x_categorical"`` (mixed kinds).
+        everywhere; unobserved entries are ignored) and ``observed: bool [D]``,
+        and optionally interval (censored) evidence ``lo, hi: [D]`` (model
+        units, ``-inf``/``inf`` for one-sided) with its mask ``interval: bool
+        [D]``. Latent site ``"z"``; observed sites ``"x"`` (one kind of
+        feature) or ``"x_real"``, ``"x_binary"``, ``"x_categorical"`` (mixed
+        kinds); interval evidence is the factor site ``"x_interval"``,
+        :math:`\sum_k \log P(lo_k \le x_k \le hi_k \mid z)`
+        (:meth:`vaequery.likelihoods.Likelihood.log_prob_interval`).
     """
 
-    def model(x, observed):
+    def model(x, observed, lo=None, hi=None, interval=None):
         z = numpyro.sample("z", dist.Normal(jnp.zeros(latent_dim), 1.0).to_event(1))
         params = decode_fn(z)
         for kind, cols, d in likelihood.numpyro_sites(params):
@@ -59,6 +65,10 @@ def build_numpyro_model(decode_fn, likelihood, latent_dim: int, factors=()):
             # .mask() before .to_event(): the order that gives the right density
             # (API_NOTES: a mask outside to_event is silently wrong).
             numpyro.sample(name, d.mask(ms).to_event(1), obs=xs)
+        if interval is not None:
+            # censored evidence has no density to observe: it is a likelihood
+            # factor, which log_density counts and the prior-only block hides
+            numpyro.factor("x_interval", likelihood.log_prob_interval(lo, hi, params, interval))
         if factors:
             x_mean = likelihood.mean(params)
             for i, fn in enumerate(factors):
@@ -87,6 +97,10 @@ class Target(NamedTuple):
         ``x[..., D] -> (loc, scale)`` if the model has an encoder.
     data : dict
         ``{"x": [N, D], "observed": bool [N, D]}``; a *row* is one slice of it.
+        A query with interval evidence adds ``"lo"``, ``"hi"`` ``[N, D]`` and
+        ``"interval"`` ``bool [N, D]`` (the model's optional arguments); a
+        backend that evaluates the log-density on a row of its own making must
+        carry them over (``{**row, "x": ...}``).
         It may also hold ``"start"`` (``{"loc": [N, d], "tril": [N, d, d]}``),
         the precomputed start of variational backends (``init=``).
     sample_x_fn : callable or None

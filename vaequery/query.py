@@ -4,13 +4,123 @@ A query is a batch of ``N`` rows over the model's ``D`` features, with an
 ``observed`` mask, a ``target`` mask and the observed values. All validation
 happens here, once, so that nothing downstream fails deep inside JAX.
 Features that are neither observed nor targets are marginalised out exactly.
+
+Evidence is a value (``given(pH=3.2)``) or an interval
+(``given(alcohol=vq.between(10, 12))``, :func:`above`, :func:`below`): the
+latter adds ``log P(lo <= x_j <= hi | z)`` to the query's log-likelihood (see
+:meth:`vaequery.likelihoods.Likelihood.log_prob_interval`), carried per row as
+``lo``/``hi`` arrays and an ``interval_mask``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 
 from vaequery.model import Target
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """Interval (censored) evidence ``lo <= x <= hi`` on one feature.
+
+    Build with :func:`between`, :func:`above` or :func:`below`. Bounds are in
+    the feature's raw units: numbers, ``-inf``/``inf``, level names of a
+    binary/categorical feature, or arrays ``[N]`` (one interval per query row,
+    in :meth:`Query.given`). They are checked when the query is built, where
+    the feature and row can be named.
+
+    For a real feature the interval's ends do not matter (``P(x = lo) = 0``);
+    for binary and categorical features the bounds are inclusive, on the
+    integer level codes: ``between(1, 3)`` is codes 1, 2 and 3, and
+    ``above(0.5)`` on a binary feature means ``x = 1``.
+
+    Attributes
+    ----------
+    lo, hi : float, str or array
+    """
+
+    lo: object = -math.inf
+    hi: object = math.inf
+
+    def __repr__(self) -> str:
+        return _interval_words(self.lo, self.hi, "x")
+
+
+def between(lo, hi) -> Interval:
+    """Evidence that a feature lies in ``[lo, hi]`` (raw units).
+
+    Parameters
+    ----------
+    lo, hi : float, str or array ``[N]``
+        Bounds; ``lo < hi`` (checked when the query is built).
+
+    Returns
+    -------
+    Interval
+
+    Examples
+    --------
+    >>> import vaequery as vq
+    >>> vq.between(40, 50)
+    between(40, 50)
+    """
+    return Interval(lo, hi)
+
+
+def above(lo) -> Interval:
+    """Evidence that a feature is at least ``lo`` (raw units): ``between(lo, inf)``.
+
+    Parameters
+    ----------
+    lo : float, str or array ``[N]``
+
+    Returns
+    -------
+    Interval
+    """
+    return Interval(lo, math.inf)
+
+
+def below(hi) -> Interval:
+    """Evidence that a feature is at most ``hi`` (raw units): ``between(-inf, hi)``.
+
+    Parameters
+    ----------
+    hi : float, str or array ``[N]``
+
+    Returns
+    -------
+    Interval
+    """
+    return Interval(-math.inf, hi)
+
+
+def _num(v) -> str:
+    if isinstance(v, str):
+        return v
+    if np.ndim(v):
+        return "[per row]"
+    return f"{float(v):g}"
+
+
+def _interval_words(lo, hi, name):
+    """``between(lo, hi)`` / ``above(lo)`` / ``below(hi)`` (repr) or ``name in [lo, hi]``."""
+    lo_inf = not isinstance(lo, str) and not np.ndim(lo) and float(lo) == -math.inf
+    hi_inf = not isinstance(hi, str) and not np.ndim(hi) and float(hi) == math.inf
+    if name == "x":
+        if hi_inf and not lo_inf:
+            return f"above({_num(lo)})"
+        if lo_inf and not hi_inf:
+            return f"below({_num(hi)})"
+        return f"between({_num(lo)}, {_num(hi)})"
+    if hi_inf and not lo_inf:
+        return f"{name} >= {_num(lo)}"
+    if lo_inf and not hi_inf:
+        return f"{name} <= {_num(hi)}"
+    return f"{name} in [{_num(lo)}, {_num(hi)}]"
 
 
 def _feature_list(names):
@@ -29,19 +139,47 @@ class Query:
         Evidence in model (standardised) units, 0 where unobserved; float32,
         or float64 when JAX runs with ``jax_enable_x64``.
     observed_mask, target_mask : bool ndarray ``[N, D]``
+        Point evidence and targets.
+    interval_mask : bool ndarray ``[N, D]``
+        Interval evidence (:func:`between`, :func:`above`, :func:`below`); a
+        feature has at most one kind of evidence in a row.
+    lo, hi : ndarray ``[N, D]``
+        Interval bounds in model units (``-inf``/``inf`` outside
+        ``interval_mask`` and for one-sided intervals).
     single : bool
         True if the user gave one row (results are still batched ``[1, ...]``).
     """
 
-    def __init__(self, model, x, observed, target, single=False):
+    def __init__(
+        self,
+        model,
+        x,
+        observed,
+        target,
+        single=False,
+        *,
+        lo=None,
+        hi=None,
+        interval=None,
+        default_target=False,
+    ):
         import jax
 
         self.model = model
+        dtype = jax.dtypes.canonicalize_dtype(np.float64)
         # float32, or float64 under jax_enable_x64: evidence keeps the precision JAX computes in
-        self.x = np.asarray(x, jax.dtypes.canonicalize_dtype(np.float64))
+        self.x = np.asarray(x, dtype)
         self.observed_mask = np.asarray(observed, bool)
         self.target_mask = np.asarray(target, bool)
+        shape = self.observed_mask.shape
+        self.interval_mask = (
+            np.zeros(shape, bool) if interval is None else np.asarray(interval, bool)
+        )
+        self.lo = np.full(shape, -np.inf, dtype) if lo is None else np.asarray(lo, dtype)
+        self.hi = np.full(shape, np.inf, dtype) if hi is None else np.asarray(hi, dtype)
         self.single = single
+        # the target was not chosen: later evidence (Query.given) shrinks it
+        self._default_target = bool(default_target)
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -55,11 +193,15 @@ class Query:
                 "give evidence either as an array X or by feature name "
                 f"({_feature_list(values)}), not both"
             )
+        intervals = {}  # (row, column) -> Interval
         if X is None:
             raw = np.full((1, D), np.nan)
             for name, v in values.items():
                 j = schema.index(name)
-                raw[0, j] = _scalar(schema.features[j], v)
+                if isinstance(v, Interval):
+                    intervals[j] = (np.arange(1), _per_row(v.lo, 1, name), _per_row(v.hi, 1, name))
+                else:
+                    raw[0, j] = _scalar(schema.features[j], v)
             single = True
             if observed is not None:
                 raise TypeError("observed= needs an array X")
@@ -68,7 +210,8 @@ class Query:
                 X = _align_frame(X, schema)
             elif hasattr(X, "index") and hasattr(X, "to_dict") and hasattr(X, "values"):
                 X = _align_series(X, schema)
-            raw = _as_float_array(getattr(X, "X", X), schema)
+            X, intervals = _pop_intervals(getattr(X, "X", X))
+            raw = _as_float_array(X, schema)
             single = raw.ndim == 1
             if raw.ndim == 1:
                 raw = raw[None]
@@ -83,7 +226,99 @@ class Query:
             obs = _as_mask(observed, raw.shape, "observed")
         _check_values(raw, obs, schema)
         x = np.where(obs, schema.standardise(np.where(obs, raw, 0.0)), 0.0)
-        return cls(model, x, obs, ~obs, single=single)
+        lo, hi, itv = _interval_arrays(model, intervals, raw.shape)
+        clash = itv & obs
+        if clash.any():
+            r, c = np.argwhere(clash)[0]
+            raise ValueError(
+                f"feature {schema.names[c]!r} in row {r} has both a value and an interval "
+                "as evidence (through observed=); give one of them"
+            )
+        return cls(
+            model, x, obs, ~(obs | itv), single, lo=lo, hi=hi, interval=itv, default_target=True
+        )
+
+    def given(self, **values):
+        """Add evidence by feature name to every row; a new query, this one unchanged.
+
+        Parameters
+        ----------
+        **values
+            ``name=value`` in raw units: a number, a level name, an
+            :class:`Interval` (:func:`between`, :func:`above`, :func:`below`),
+            or an array ``[N]`` of numbers (one per row, NaN = no evidence in
+            that row). A feature may not already have evidence in a row, nor
+            be a target chosen with :meth:`predict`.
+
+        Returns
+        -------
+        Query
+            If the targets were never chosen (every unobserved feature), they
+            shrink by the new evidence; chosen targets are kept.
+
+        Examples
+        --------
+        >>> import vaequery as vq
+        >>> vae = vq.testing.LinearGaussian.random(0, 3, 1).vae(names=["a", "b", "c"])
+        >>> vae.given(a=1.0).given(b=vq.above(0)).predict("c")
+        Query: 1 row; given a = 1, b >= 0; predict c
+        """
+        schema = self.model.schema
+        N, D = self.observed_mask.shape
+        raw = np.full((N, D), np.nan)
+        intervals = {}
+        for name, v in values.items():
+            j = schema.index(name)
+            f = schema.features[j]
+            if isinstance(v, Interval):
+                intervals[j] = (np.arange(N), _per_row(v.lo, N, name), _per_row(v.hi, N, name))
+            elif np.ndim(v) == 0:
+                raw[:, j] = _scalar(f, v)
+            else:
+                col = np.asarray(v, object).reshape(-1)
+                if col.shape[0] != N:
+                    raise ValueError(
+                        f"evidence for feature {name!r} has {col.shape[0]} values; this query "
+                        f"has {N} rows (give one value per row, NaN for none, or a scalar)"
+                    )
+                raw[:, j] = [
+                    np.nan
+                    if (c is None or (isinstance(c, float) and np.isnan(c)))
+                    else _scalar(f, c)
+                    for c in col
+                ]
+        obs = ~np.isnan(raw)
+        _check_values(raw, obs, schema)
+        lo, hi, itv = _interval_arrays(self.model, intervals, (N, D))
+        new = obs | itv
+        old = self.observed_mask | self.interval_mask
+        for what, clash in (
+            ("already has evidence", new & old),
+            ("is a target", new & self.target_mask & ~self._default_target),
+        ):
+            if clash.any():
+                r, c = np.argwhere(clash)[0]
+                raise ValueError(
+                    f"feature {schema.names[c]!r} {what} in row {r}; "
+                    + (
+                        "evidence is added, never replaced: start again from model.given(...)"
+                        if what.startswith("already")
+                        else "a target must be unobserved: choose targets after the evidence"
+                    )
+                )
+        x = np.where(obs, schema.standardise(np.where(obs, raw, 0.0)), self.x)
+        target = self.target_mask & ~new
+        return Query(
+            self.model,
+            x,
+            self.observed_mask | obs,
+            target,
+            self.single,
+            lo=np.where(itv, lo, self.lo),
+            hi=np.where(itv, hi, self.hi),
+            interval=self.interval_mask | itv,
+            default_target=self._default_target,
+        )
 
     def predict(self, *names, target=None):
         """Choose the target features.
@@ -112,7 +347,7 @@ class Query:
             for n in names:
                 tgt[:, schema.index(n)] = True
         else:
-            tgt = ~self.observed_mask
+            tgt = ~(self.observed_mask | self.interval_mask)
         both = tgt & self.observed_mask
         if both.any():
             r, c = np.argwhere(both)[0]
@@ -120,7 +355,42 @@ class Query:
                 f"feature {schema.names[c]!r} is both observed and a target in row "
                 f"{r} ({int(both.sum())} such entries); a target must be unobserved"
             )
-        return Query(self.model, self.x, self.observed_mask, tgt.copy(), self.single)
+        both = tgt & self.interval_mask
+        if both.any():
+            r, c = np.argwhere(both)[0]
+            raise ValueError(
+                f"feature {schema.names[c]!r} has interval evidence and is a target in row "
+                f"{r}; a target must be unobserved (its predictive draws would ignore the "
+                "interval)"
+            )
+        return self._replace(target=tgt.copy(), default_target=not names and target is None)
+
+    def _replace(self, **changes):
+        """A copy with some constructor arguments changed."""
+        args = {
+            "x": self.x,
+            "observed": self.observed_mask,
+            "target": self.target_mask,
+            "single": self.single,
+            "lo": self.lo,
+            "hi": self.hi,
+            "interval": self.interval_mask,
+            "default_target": self._default_target,
+        }
+        args.update(changes)
+        return Query(self.model, **args)
+
+    def _rows(self, start, stop):
+        """The query of rows ``start:stop``."""
+        sl = slice(start, stop)
+        return self._replace(
+            x=self.x[sl],
+            observed=self.observed_mask[sl],
+            target=self.target_mask[sl],
+            lo=self.lo[sl],
+            hi=self.hi[sl],
+            interval=self.interval_mask[sl],
+        )
 
     # --------------------------------------------------------------- inspect
     @property
@@ -131,21 +401,81 @@ class Query:
     def __len__(self) -> int:
         return self.num_queries
 
-    def __repr__(self) -> str:
+    @property
+    def has_intervals(self) -> bool:
+        """Whether any row has interval evidence."""
+        return bool(self.interval_mask.any())
+
+    @property
+    def observed(self) -> list[dict]:
+        """The evidence of each row, in raw units: ``[{name: value or Interval}]``.
+
+        One dict per row (a one-row query gives a list of one), features in
+        schema order; a binary/categorical value is its level name when the
+        feature has level names. ``observed_mask`` and ``interval_mask`` are
+        the same as ``[N, D]`` arrays.
+        """
+        schema = self.model.schema
+        raw = schema.unstandardise(self.x)
+        lo, hi = schema.unstandardise(self.lo), schema.unstandardise(self.hi)
+        out = []
+        for r in range(self.num_queries):
+            row = {}
+            for j, f in enumerate(schema):
+                if self.observed_mask[r, j]:
+                    row[f.name] = _raw_value(f, raw[r, j])
+                elif self.interval_mask[r, j]:
+                    row[f.name] = Interval(_raw_value(f, lo[r, j]), _raw_value(f, hi[r, j]))
+            out.append(row)
+        return out
+
+    @property
+    def targets(self) -> list[list[str]]:
+        """The target feature names of each row (``target_mask`` as ``[N, D]`` booleans)."""
         names = self.model.schema.names
-        if self.num_queries == 1:
-            o = [names[j] for j in np.flatnonzero(self.observed_mask[0])]
-            t = [names[j] for j in np.flatnonzero(self.target_mask[0])]
-            return f"Query(given={o}, predict={t})"
-        return (
-            f"Query({self.num_queries} rows, {self.observed_mask.mean():.0%} observed, "
-            f"{self.target_mask.mean():.0%} targets)"
-        )
+        return [[names[j] for j in np.flatnonzero(m)] for m in self.target_mask]
+
+    def _row_words(self, r):
+        ev = [
+            _interval_words(v.lo, v.hi, k) if isinstance(v, Interval) else f"{k} = {_num(v)}"
+            for k, v in self._observed_row(r).items()
+        ]
+        given = ", ".join(ev) if ev else "nothing"
+        tg = ", ".join(self.targets[r]) if self.target_mask[r].any() else "nothing"
+        return f"given {given}; predict {tg}"
+
+    def _observed_row(self, r):
+        return self._rows(r, r + 1).observed[0]
+
+    def __repr__(self) -> str:
+        name = self.model.metadata.get("recipe", {}).get("dataset")
+        head = "Query" + (f" on {name}" if name else "")
+        n = self.num_queries
+        if n == 1:
+            return f"{head}: 1 row; {self._row_words(0)}"
+        shown = min(n, 3)
+        lines = [f"{head}: {n} rows"]
+        lines += [f"  row {r}: {self._row_words(r)}" for r in range(shown)]
+        if n > shown:
+            lines.append(
+                f"  ... {n - shown} more; over all rows {self.observed_mask.mean():.0%} of "
+                f"entries observed, {self.interval_mask.mean():.0%} intervals, "
+                f"{self.target_mask.mean():.0%} targets"
+            )
+        return "\n".join(lines)
 
     @property
     def data(self) -> dict:
-        """``{"x": [N, D], "observed": [N, D]}`` arrays a backend consumes."""
-        return {"x": self.x, "observed": self.observed_mask}
+        """The arrays a backend consumes: the NumPyro model's arguments per row.
+
+        ``{"x": [N, D], "observed": bool [N, D]}``, plus ``"lo"``, ``"hi"``
+        ``[N, D]`` and ``"interval"`` ``bool [N, D]`` when some row has
+        interval evidence.
+        """
+        out = {"x": self.x, "observed": self.observed_mask}
+        if self.has_intervals:
+            out.update(lo=self.lo, hi=self.hi, interval=self.interval_mask)
+        return out
 
     # ---------------------------------------------------------- as NumPyro
     def numpyro_model(self, row: int | None = None):
@@ -171,10 +501,7 @@ class Query:
             raise IndexError(f"row {row} out of range for {self.num_queries} queries")
         import jax.numpy as jnp
 
-        return self.model._numpyro_model, {
-            "x": jnp.asarray(self.x[row]),
-            "observed": jnp.asarray(self.observed_mask[row]),
-        }
+        return self.model._numpyro_model, {k: jnp.asarray(v[row]) for k, v in self.data.items()}
 
     def target(self) -> Target:
         """The :class:`vaequery.model.Target` backends consume (all rows)."""
@@ -237,6 +564,7 @@ class Query:
         """
         from vaequery.fit import run
 
+        self._check_backend(backend)
         return run(
             self,
             backend,
@@ -246,6 +574,28 @@ class Query:
             on_error=on_error,
             **hyperparameters,
         )
+
+    def _check_backend(self, backend):
+        """Refuse a backend that would silently drop this query's interval evidence."""
+        if not self.has_intervals:
+            return
+        from vaequery.backends import _base
+
+        cls = _base._REGISTRY.get(backend) if isinstance(backend, str) else type(backend)
+        if cls is None:
+            return  # an unknown name: the registry's own error follows
+        if issubclass(cls, _base.AmortizedBackend) or cls.name in _NO_INTERVALS:
+            ok = sorted(
+                n
+                for n, c in _base._REGISTRY.items()
+                if not issubclass(c, _base.AmortizedBackend) and n not in _NO_INTERVALS
+            )
+            r, c = np.argwhere(self.interval_mask)[0]
+            raise ValueError(
+                f"backend {cls.name!r} reads only point evidence (x, observed) and would "
+                f"ignore the interval evidence on feature {self.model.schema.names[c]!r} "
+                f"(row {r}); backends that answer interval evidence: {ok}"
+            )
 
     def infer_stream(self, backend="gaussian", key=0, **kwargs):
         """Answer the rows block by block, in bounded memory, checkpointed and resumable.
@@ -266,7 +616,139 @@ class Query:
         """
         from vaequery.stream import infer_stream
 
+        self._check_backend(backend)
         return infer_stream(self, backend, key, **kwargs)
+
+
+#: Backends that complete the row with imputed values or encode it: they see only
+#: ``x``/``observed`` (amortized backends are refused by class as well).
+_NO_INTERVALS = frozenset({"mwg", "pseudo_gibbs", "feature_vi"})
+
+
+def _per_row(bound, n, name):
+    """An interval bound as an object array ``[n]`` (a scalar is repeated)."""
+    b = np.asarray(bound, object)
+    if b.ndim == 0:
+        return np.full(n, bound, object)
+    b = b.reshape(-1)
+    if b.shape[0] != n:
+        raise ValueError(
+            f"interval bounds for feature {name!r} have {b.shape[0]} values; this query has "
+            f"{n} rows (give one bound per row, or a scalar)"
+        )
+    return b
+
+
+def _pop_intervals(X):
+    """Take :class:`Interval` cells out of array evidence.
+
+    Returns ``(X, intervals)``: ``X`` with those cells set to NaN (unobserved as
+    values) and ``{column: (rows [k], lo [k], hi [k])}`` with object bounds.
+    """
+    if isinstance(X, np.ndarray) and X.dtype != object:
+        return X, {}
+    if not isinstance(X, (np.ndarray, list, tuple)):
+        return X, {}
+    try:
+        a = np.array(X, dtype=object)
+    except ValueError:  # ragged: _as_float_array says so
+        return X, {}
+    cells = [(idx, v) for idx, v in np.ndenumerate(a) if isinstance(v, Interval)]
+    if not cells:
+        return X, {}
+    cols = {}
+    for idx, v in cells:
+        r, j = (0, idx[0]) if a.ndim == 1 else idx
+        cols.setdefault(j, []).append((r, v))
+        a[idx] = np.nan
+    out = {}
+    for j, items in cols.items():
+        for r, v in items:
+            if np.ndim(v.lo) or np.ndim(v.hi):
+                raise TypeError(
+                    f"an interval in a table cell (feature column {j}, row {r}) needs scalar "
+                    "bounds; per-row arrays of bounds go to Query.given(name=vq.between(lo, hi))"
+                )
+        rows = np.array([r for r, _ in items])
+        out[j] = (
+            rows,
+            np.array([v.lo for _, v in items], object),
+            np.array([v.hi for _, v in items], object),
+        )
+    return a, out
+
+
+def _bound(feature, v, row, which):
+    """One raw interval bound as a float (a level name becomes its code)."""
+    if isinstance(v, str):
+        if feature.kind == "real":
+            raise TypeError(
+                f"interval {which} bound for real feature {feature.name!r} in row {row} is the "
+                f"string {v!r}; give a number"
+            )
+        return float(_level_code(feature, v, f" (interval {which} bound, row {row})"))
+    try:
+        b = float(v)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"interval {which} bound for feature {feature.name!r} in row {row} must be a "
+            f"number, got {type(v).__name__} {v!r}"
+        ) from None
+    if math.isnan(b):
+        raise ValueError(
+            f"interval {which} bound for feature {feature.name!r} in row {row} is NaN; give a "
+            "number (use vq.above / vq.below, i.e. -inf / inf, for a one-sided interval)"
+        )
+    return b
+
+
+def _interval_arrays(model, intervals, shape):
+    """Validate interval evidence; ``(lo, hi, mask)`` ``[N, D]`` in model units.
+
+    ``intervals`` maps a column to ``(rows [k], lo [k], hi [k])`` raw bounds.
+    """
+    schema = model.schema
+    lo = np.full(shape, -np.inf)
+    hi = np.full(shape, np.inf)
+    mask = np.zeros(shape, bool)
+    if intervals and not model.likelihood.supports_intervals:
+        raise ValueError(
+            f"this model's likelihood ({type(model.likelihood).__name__}) has no interval "
+            "probabilities, so it cannot take interval evidence; give values instead"
+        )
+    for j, (rows, los, his) in intervals.items():
+        f = schema.features[j]
+        a = np.array([_bound(f, v, r, "lower") for r, v in zip(rows, los)], float)
+        b = np.array([_bound(f, v, r, "upper") for r, v in zip(rows, his)], float)
+        bad = ~(a < b)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"interval for feature {f.name!r} in row {rows[k]} is [{a[k]:g}, {b[k]:g}]: "
+                "the lower bound must be below the upper bound"
+            )
+        if f.kind != "real":
+            first = np.ceil(np.maximum(a, 0.0))
+            empty = first > np.minimum(b, f.num_levels - 1)
+            if empty.any():
+                k = int(np.flatnonzero(empty)[0])
+                raise ValueError(
+                    f"interval [{a[k]:g}, {b[k]:g}] for {f.kind} feature {f.name!r} in row "
+                    f"{rows[k]} contains none of its codes 0..{f.num_levels - 1} (bounds are "
+                    "inclusive on discrete features)"
+                )
+        else:
+            a, b = (a - f.loc) / f.scale, (b - f.loc) / f.scale
+        lo[rows, j], hi[rows, j], mask[rows, j] = a, b, True
+    return lo, hi, mask
+
+
+def _raw_value(feature, v):
+    """A raw value for display: a float, or a level name of a discrete feature."""
+    v = float(v)
+    if feature.kind != "real" and feature.levels and v == round(v) and 0 <= v < len(feature.levels):
+        return feature.levels[int(v)]
+    return v
 
 
 def _scalar(feature, v):

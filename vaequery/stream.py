@@ -255,7 +255,6 @@ def infer_stream(
     True
     """
     from vaequery.posterior import Posterior
-    from vaequery.query import Query
 
     if keep not in KEEP:
         raise ValueError(f"keep must be one of {list(KEEP)}, got {keep!r}")
@@ -341,12 +340,7 @@ def infer_stream(
             loss = np.asarray(fit_b.loss)[:n]
             info = {k: np.asarray(v)[:n] for k, v in fit_b.info.items()}
             failed = _fit.failed_rows(loss, z)
-            sub = Query(
-                model,
-                query.x[start:stop],
-                query.observed_mask[start:stop],
-                query.target_mask[start:stop],
-            )
+            sub = query._rows(start, stop)
             post = Posterior(
                 sub, backend, state, z, np.asarray(x_model)[:n], loss, info, key, failed
             )
@@ -459,6 +453,8 @@ def _summarise(post, prob):
 def _block_log_likelihood(backend, target, state, keys, x_joint, joint, num_samples, chunk):
     """IWAE ``log p(x_U | x_O)`` of one (padded) block, as :func:`metrics.iwae_log_likelihood`."""
     data_joint = {
+        # the model's other arguments (interval evidence) are evidence in both terms
+        **{k: v for k, v in target.data.items() if k not in ("x", "observed", "start")},
         "x": jnp.asarray(x_joint, jnp.result_type(float)),
         "observed": jnp.asarray(joint, bool),
     }
