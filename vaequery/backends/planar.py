@@ -23,9 +23,9 @@ iterations, or L-BFGS on a fixed noise set, ``optimizer="lbfgs"``) at peak lr
 0.05 with cosine decay to 1 %, ``T = 600`` steps of ``S = 24`` draws. Against
 QAVI's ``T = 300``, ``S = 100`` (as for ``"iaf"``): on the bimodal oracle of
 ``tests/test_vi_grid.py`` KL(q‖p) 1.44 → 1.06 nats, on 200 breast-cancer
-queries the mean final −ELBO 64.83 → 64.57, at 0.79× the queries/s of
-``"gaussian"`` instead of about 0.45× (quiet 2-core CPU). ``S = 32`` is a
-little more accurate (KL 1.02, −ELBO 64.55) at 0.60×.
+queries the mean final −ELBO 64.83 → 64.57, at 0.79–0.95× the queries/s of
+``"gaussian"`` (quiet 2-core CPU; 0.56× of its CPU time before). ``S = 32`` is
+a little more accurate (KL 1.02, −ELBO 64.55) at 0.60×.
 """
 
 from __future__ import annotations
