@@ -687,7 +687,6 @@ def posterior_from_files(files: dict, model=None, where="posterior"):
     """
     from vaequery.backends import _base
     from vaequery.fit import _run_batch
-    from vaequery.posterior import Posterior
     from vaequery.query import Query
 
     def read(name):
@@ -758,6 +757,31 @@ def posterior_from_files(files: dict, model=None, where="posterior"):
         _run_batch, backend, target, model.likelihood, keys, info["num_draws"], None
     )
     state = _read_weights(read(STATE_FILE), fit_shape.state, where, STATE_FILE)
+    return posterior_from_arrays(query, backend, state, arrays, key)
+
+
+def posterior_from_arrays(query, backend, state, arrays, key):
+    """A :class:`Posterior` from its arrays as stored (``info/<name>`` for its info).
+
+    Shared by :func:`posterior_from_files` and :mod:`vaequery.stream`, whose
+    checkpoint blocks hold the same arrays.
+
+    Parameters
+    ----------
+    query : vaequery.Query
+    backend : Backend
+    state : pytree
+        The fitted state.
+    arrays : dict
+        ``"z"``, ``"x_model"``, ``"loss"``, ``"failed"`` and ``"info/..."`` arrays.
+    key : jax PRNG key
+
+    Returns
+    -------
+    vaequery.Posterior
+    """
+    from vaequery.posterior import Posterior  # local: posterior imports io
+
     return Posterior(
         query=query,
         backend=backend,

@@ -57,6 +57,7 @@ import numpy as np
 
 from vaequery import fit as _fit
 from vaequery import metrics
+from vaequery.io import posterior_from_arrays
 
 FORMAT = "vaequery.checkpoint"
 FORMAT_VERSION = 1
@@ -412,18 +413,7 @@ def infer_stream(
         name: np.concatenate([parts[b][0][name] for b in range(num_blocks)]) for name in parts[0][0]
     }
     state = jax.tree.map(lambda *a: np.concatenate(a), *[parts[b][1] for b in range(num_blocks)])
-    post = Posterior(
-        query=query,
-        backend=backend,
-        state=state,
-        z=cat["z"],
-        x_model=cat["x_model"],
-        loss=cat["loss"],
-        info={k[len("info/") :]: v for k, v in cat.items() if k.startswith("info/")},
-        key=key,
-        failed=cat["failed"],
-    )
-    return post
+    return posterior_from_arrays(query, backend, state, cat, key)
 
 
 # ----------------------------------------------------------------- helpers
