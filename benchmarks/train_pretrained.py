@@ -12,7 +12,9 @@ with its held-out test ELBO in ``metrics.json``, then its amortized guides are
 trained (``vaequery.train.GUIDE_RECIPES``: posterior matching and the re-tuned
 encoder) and saved with it; ``--guides-only`` retrains just the guides of the
 models already in ``--out``. A summary goes to
-``benchmarks/results/pretrained.json`` and ``.md``. Same code, same key, same
+``benchmarks/results/pretrained.json`` and ``.md`` (with ``--only``, the rows
+of the models not retrained are kept). ``penguins`` is a mixed model (real and
+categorical features, Gaussian and categorical likelihood heads). Same code, same key, same
 weights (up to XLA's floating-point non-determinism across machines).
 """
 
@@ -74,6 +76,12 @@ def main(argv=None):
     total = round(time.perf_counter() - t_all, 1)
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only and (out / "pretrained.json").exists():
+        # --only retrains some models: keep the other models' rows of the summary
+        trained = {r["dataset"] for r in rows}
+        old = json.loads((out / "pretrained.json").read_text()).get("models", [])
+        rows = [r for r in old if r["dataset"] not in trained] + rows
+        total = round(sum(float(r.get("seconds", 0)) for r in rows), 1)
     info = {
         "vaequery_version": vaequery.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),

@@ -16,6 +16,7 @@ SIZES = {
     "concrete": (1030, 9),
     "yeast": (1484, 8),
     "digits": (1797, 64),
+    "penguins": (344, 7),
 }
 
 
@@ -23,7 +24,7 @@ SIZES = {
 def test_bundled_table_shapes_splits_and_scaling(name):
     full = datasets.load(name, "all")
     assert full.shape == SIZES[name]
-    assert not np.isnan(full.X).any()
+    assert name == "penguins" or not np.isnan(full.X).any()  # penguins keeps its NA as NaN
     parts = [datasets.load(name, s) for s in ("train", "val", "test")]
     n = len(full)
     assert [len(p) for p in parts] == [
@@ -36,9 +37,10 @@ def test_bundled_table_shapes_splits_and_scaling(name):
     np.testing.assert_array_equal(parts[2].X, full.X[parts[2].index])
     # stable: a second load gives the same rows
     np.testing.assert_array_equal(datasets.load(name, "test").index, parts[2].index)
-    if full.image_shape is None:  # QAVI: whole-dataset mean / std
-        np.testing.assert_allclose(full.schema.loc, full.X.mean(0))
-        np.testing.assert_allclose(full.schema.scale, full.X.std(0))
+    if full.image_shape is None:  # QAVI: whole-dataset mean / std of the real columns
+        real = np.array([k == "real" for k in full.schema.kinds])
+        np.testing.assert_allclose(full.schema.loc[real], np.nanmean(full.X[:, real], 0))
+        np.testing.assert_allclose(full.schema.scale[real], np.nanstd(full.X[:, real], 0))
     else:
         assert full.standardised().max() == pytest.approx(1.0)
 
@@ -50,6 +52,39 @@ def test_names_and_errors():
         datasets.load("whitewine")
     with pytest.raises(ValueError, match="split"):
         datasets.load("banknote", "validation")
+
+
+def test_penguins_codes_levels_and_missing_match_the_csv():
+    import csv
+
+    rows = list(csv.DictReader((datasets._tables.DATA_DIR / "penguins.csv").open()))
+    t = datasets.load("penguins", "all")
+    assert t.feature_names == [
+        "species",
+        "island",
+        "bill_length_mm",
+        "bill_depth_mm",
+        "flipper_length_mm",
+        "body_mass_g",
+        "sex",
+    ]
+    assert t.schema.kinds == ["categorical"] * 2 + ["real"] * 4 + ["categorical"]
+    f = {f.name: f for f in t.schema}
+    assert f["species"].levels == ("Adelie", "Chinstrap", "Gentoo")
+    assert f["sex"].levels == ("female", "male") and f["sex"].num_levels == 2
+    for j, name in enumerate(t.feature_names):
+        for r in (0, 3, 200, 343):  # row 3 is all NA but species / island
+            raw = rows[r][name]
+            if raw == "NA":
+                assert np.isnan(t.X[r, j]), (r, name)
+            elif f[name].kind == "real":
+                assert t.X[r, j] == float(raw)
+            else:
+                assert f[name].levels[int(t.X[r, j])] == raw
+    assert int(np.isnan(t.X).sum()) == sum(
+        v == "NA" for row in rows for k, v in row.items() if k != "year"
+    )
+    assert "penguins" in (datasets._tables.DATA_DIR / "SOURCES.md").read_text()
 
 
 def _write_idx(path, arr):

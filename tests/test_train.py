@@ -44,6 +44,16 @@ def test_train_validates_inputs(splits):
         train(splits[0].X, num_epochs=1, **TINY)
 
 
+def test_a_table_with_kind_overrides_is_reinferred(splits):
+    tr = splits[0]
+    vae = train(tr, kinds={"class": "binary"}, num_epochs=1, key=0, **TINY)
+    assert vae.schema.kinds == ["real"] * 4 + ["binary"]
+    assert vae.metadata["recipe"]["likelihood"] == "mixed"
+    # re-inferred scaling comes from these (training) rows, not the whole dataset
+    np.testing.assert_allclose(vae.schema.loc[:4], tr.X[:, :4].mean(0))
+    assert not np.allclose(vae.schema.loc[:4], tr.schema.loc[:4])
+
+
 def test_train_pretrained_writes_a_loadable_model(tmp_path):
     from vaequery.train import train_pretrained
 

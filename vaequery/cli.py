@@ -1,11 +1,20 @@
-"""Command line: ``vaequery demo``, ``vaequery train`` and ``vaequery compare``.
+"""Command line: ``vaequery demo``, ``train``, ``query`` and ``compare``.
 
-``vaequery demo [--out DIR]`` answers three queries with the shipped models and
-writes two PNGs; ``vaequery train NAME ... --out DIR`` retrains shipped models
-with their recipes (see :mod:`vaequery.train`); ``vaequery compare --model
+``vaequery demo [--out DIR]`` answers a few queries with the shipped models and
+writes two PNGs; ``vaequery train --csv data.csv --out model/ [--latent-dim 4]
+[--epochs 300] [--kinds grade=categorical ...]`` trains a model on your own table
+(schema inferred: see :func:`vaequery.schema.infer_schema`) and saves it;
+``vaequery train NAME ... --out DIR`` retrains shipped models with their recipes
+(see :mod:`vaequery.train`); ``vaequery query --model model/ --given age=40
+colour=red --predict spend --backend gaussian [--plot out.png]`` answers one
+query with a saved folder or a shipped model; ``vaequery compare --model
 white_wine --backends gaussian,mixture,nuts --rows 200 --missing half --out
 results/`` runs :func:`vaequery.compare` on a shipped model's test rows and
 writes the table (markdown + CSV) and the plots.
+
+Mistakes a shell user can fix (a missing file, an unknown feature, level or
+backend) end with exit status 2 and one line on stderr naming what was wrong
+and what is accepted.
 
 Compiled programs are kept in JAX's persistent compilation cache
 (:func:`vaequery.enable_compilation_cache`), so a second run skips most of the
@@ -47,6 +56,14 @@ def _demo_white_wine(vq, key: int):
     print(post.summary().round(4).to_string())
 
 
+def _demo_penguins(vq, key: int):
+    vae = vq.pretrained("penguins")
+    q = vae.given(species="Gentoo", island="Biscoe").predict("body_mass_g", "flipper_length_mm")
+    post = q.infer("gaussian", key=key)
+    print("\n(d) penguins (mixed kinds): given(species='Gentoo', island='Biscoe')")
+    print(post.summary().round(1).to_string())
+
+
 def _demo_digits(vq, out: Path, key: int, num_shown: int = 8):
     import matplotlib
 
@@ -86,7 +103,7 @@ def _demo_digits(vq, out: Path, key: int, num_shown: int = 8):
 
 
 def demo(out="vaequery-demo", key=0) -> list[Path]:
-    """Run the three demo queries; returns the PNG paths written."""
+    """Run the demo queries (four shipped models); returns the PNG paths written."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     import vaequery as vq
 
@@ -96,16 +113,218 @@ def demo(out="vaequery-demo", key=0) -> list[Path]:
     paths = [_demo_breast_cancer(vq, out, key)]
     _demo_white_wine(vq, key)
     paths.append(_demo_digits(vq, out, key))
+    _demo_penguins(vq, key)
     print(f"\nwrote {', '.join(str(p) for p in paths)} ({time.perf_counter() - t0:.1f} s)")
     return paths
+
+
+class UsageError(Exception):
+    """A mistake on the command line: printed as one line, exit status 2."""
 
 
 def _train(names, out, key, progress):
     from vaequery.train import PRETRAINED_RECIPES, train_pretrained
 
+    unknown = sorted(set(names or ()) - set(PRETRAINED_RECIPES))
+    if unknown:
+        raise UsageError(
+            f"no shipped recipe for {unknown}; known: {sorted(PRETRAINED_RECIPES)} "
+            "(to train on your own table use --csv FILE)"
+        )
     for name in names or list(PRETRAINED_RECIPES):
         vae = train_pretrained(name, out, key=key, progress=progress)
         print(f"{name}: test ELBO {vae.metadata['test_elbo']:.3f} -> {Path(out) / name}")
+
+
+def _read_csv(path):
+    import pandas as pd
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"no such CSV file: {p}")
+    try:
+        df = pd.read_csv(p)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {p} as CSV: {e}") from None
+    if len(df) < 2:
+        raise UsageError(f"{p} has {len(df)} data rows; training needs at least 2")
+    return df
+
+
+def _parse_pairs(items, what):
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"{what} takes NAME=VALUE pairs (e.g. age=40), got {item!r}")
+        out[name] = value
+    return out
+
+
+def _train_csv(args):
+    """``vaequery train --csv``: infer the schema, train, save, say how to query."""
+    import vaequery as vq
+    from vaequery.schema import KINDS, infer_schema
+
+    df = _read_csv(args.csv)
+    kinds = _parse_pairs(args.kinds, "--kinds")
+    unknown = sorted(set(kinds) - set(df.columns))
+    if unknown:
+        raise UsageError(f"--kinds names unknown columns {unknown}; the CSV has {list(df.columns)}")
+    bad = {k: v for k, v in kinds.items() if v not in KINDS}
+    if bad:
+        raise UsageError(f"--kinds: unknown kind(s) {bad}; accepted: {list(KINDS)}")
+    drop = [c for c in args.drop if c not in df.columns]
+    if drop:
+        raise UsageError(f"--drop names unknown columns {drop}; the CSV has {list(df.columns)}")
+    df = df.drop(columns=list(args.drop))
+    try:
+        schema = infer_schema(df, kinds=kinds)
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    for f in schema:
+        if f.kind == "categorical" and f.num_levels > max(20, len(df) // 2):
+            print(
+                f"vaequery train: warning: column {f.name!r} has {f.num_levels} distinct values "
+                f"in {len(df)} rows (an identifier?); leave it out with --drop {f.name}",
+                file=sys.stderr,
+            )
+    if not 0 <= args.val_fraction < 1:
+        raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    perm = np.random.RandomState(args.key).permutation(len(df))
+    n_val = int(round(args.val_fraction * len(df))) if len(df) >= 20 else 0
+    val, tr = df.iloc[perm[:n_val]], df.iloc[perm[n_val:]]
+    schema = _scaled_by(schema, tr)
+    try:
+        hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
+    except ValueError:
+        raise UsageError(f"--hidden takes widths like 128,128, got {args.hidden!r}") from None
+    if not hidden or min(hidden) < 1 or args.latent_dim < 1 or args.epochs < 1:
+        raise UsageError("--hidden widths, --latent-dim and --epochs must be positive integers")
+    vae = vq.train(
+        tr,
+        val if n_val else None,
+        schema=schema,
+        latent_dim=args.latent_dim,
+        hidden=hidden,
+        num_epochs=args.epochs,
+        patience=args.patience,
+        key=args.key,
+        progress=not args.no_progress,
+        name=Path(args.csv).stem,
+    )
+    out = vae.save(args.out)
+    counts = {k: schema.kinds.count(k) for k in KINDS if schema.kinds.count(k)}
+    r = vae.metadata["recipe"]
+    elbo = vae.metadata["val_elbo"] if n_val else vae.metadata["train_elbo"]
+    print(
+        f"trained on {len(tr)} rows ({n_val} held out for early stopping): "
+        + ", ".join(f"{n} {k}" for k, n in counts.items())
+        + f" features, latent_dim {vae.latent_dim}, {r['epochs_run']} epochs "
+        f"(best {r['best_epoch']}), {'val' if n_val else 'train'} ELBO {elbo:.3f}"
+    )
+    for f in schema:
+        if f.levels:
+            print(f"  {f.name} ({f.kind}): levels {list(f.levels)}")
+    print(f"saved to {out}; ask it: vaequery query --model {out} --given NAME=VALUE --predict NAME")
+    return vae
+
+
+def _scaled_by(schema, rows):
+    """``schema`` (kinds and levels from the whole table) with real scaling from ``rows``."""
+    import dataclasses
+
+    from vaequery.schema import Schema
+
+    feats = []
+    for f in schema:
+        vals = rows[f.name].to_numpy(float) if f.kind == "real" else np.array([])
+        vals = vals[~np.isnan(vals)]
+        if vals.size:  # else keep the whole table's scaling
+            sd = float(vals.std())
+            f = dataclasses.replace(f, loc=float(vals.mean()), scale=sd if sd > 0 else 1.0)
+        feats.append(f)
+    return Schema(tuple(feats))
+
+
+def _load_model(spec):
+    import vaequery as vq
+    from vaequery.io import MODEL_FILE, available_pretrained
+
+    p = Path(spec).expanduser()
+    if (p / MODEL_FILE).is_file() or (p.name == MODEL_FILE and p.is_file()):
+        try:
+            return vq.load(p)
+        except (FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from None
+    shipped = available_pretrained()
+    if spec in shipped:
+        return vq.pretrained(spec)
+    raise UsageError(
+        f"no model at {p} (a folder written by 'vaequery train' holding {MODEL_FILE}) and "
+        f"{spec!r} is not a shipped model; shipped: {shipped}"
+    )
+
+
+def _level_table(post, vae, name):
+    """``[(level, probability)]`` of a binary/categorical target, most likely first."""
+    f = vae.schema.features[vae.schema.index(name)]
+    draws = np.asarray(post.x)[0, ..., vae.schema.index(name)].ravel()
+    labels = f.levels or tuple(str(k) for k in range(f.num_levels))
+    p = np.bincount(draws.astype(int), minlength=f.num_levels) / draws.size
+    return sorted(zip(labels, p), key=lambda t: -t[1])
+
+
+def _evidence_value(feature, text):
+    """A ``--given`` value: a level name when the feature has that level, else a number."""
+    if text in feature.levels:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        return text  # the query names the accepted levels or says a number is needed
+
+
+def _query(args):
+    """``vaequery query``: one query on a saved or shipped model, answered and printed."""
+    from vaequery.backends import available as backends
+
+    vae = _load_model(args.model)
+    if args.backend not in backends():
+        raise UsageError(f"unknown backend {args.backend!r}; available: {backends()}")
+    given = _parse_pairs(args.given, "--given")
+    names = list(given) + list(args.predict)
+    unknown = [n for n in names if n not in vae.feature_names]
+    if unknown:
+        raise UsageError(f"unknown feature(s) {unknown}; known features: {vae.feature_names}")
+    given = {
+        k: _evidence_value(vae.schema.features[vae.schema.index(k)], v) for k, v in given.items()
+    }
+    try:
+        q = vae.given(**given)
+        if args.predict:
+            q = q.predict(*args.predict)
+    except (TypeError, ValueError) as e:  # UnknownFeatureError, a level that does not exist
+        raise UsageError(str(e)) from None
+    post = q.infer(args.backend, key=args.key)
+    evidence = ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in given.items()
+    )
+    evidence = evidence or "nothing"
+    print(f"given {evidence}; backend {args.backend}, {np.asarray(post.x).shape[-2]} draws")
+    table = post.summary()
+    kinds = {f.name: f.kind for f in vae.schema}
+    real = [n for n in table.index if kinds.get(n, "real") == "real"]
+    if real:
+        print(table.loc[real].to_string(float_format=lambda v: f"{v:.4g}"))
+    for n in table.index:
+        if kinds.get(n, "real") != "real":
+            probs = ", ".join(f"{lvl} {pr:.2f}" for lvl, pr in _level_table(post, vae, n))
+            print(f"{n}: {probs}")
+    if args.plot:
+        post.plot(args.plot)
+        print(f"wrote {args.plot}")
+    return post
 
 
 def _parse_value(text):
@@ -187,11 +406,61 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="query the shipped models and write PNGs")
     d.add_argument("--out", default="vaequery-demo", help="folder for the PNGs")
     d.add_argument("--key", type=int, default=0)
-    t = sub.add_parser("train", help="retrain shipped models with their recipes")
-    t.add_argument("names", nargs="*", help="datasets (default: all shipped)")
-    t.add_argument("--out", required=True, help="folder to write NAME/ model folders into")
+    t = sub.add_parser(
+        "train",
+        help="train a model on your CSV (--csv), or retrain shipped models",
+        description="Train a VAE on a CSV table and save it (--csv FILE --out FOLDER), or "
+        "retrain shipped models with their recipes (NAME ... --out DIR). Kinds are "
+        "inferred: text columns are categorical (levels sorted), 0/1 columns binary, other "
+        "numbers real (standardised with the training rows); empty cells are missing.",
+        epilog="example: vaequery train --csv penguins.csv --out penguins_model "
+        "--kinds year=categorical --epochs 200",
+    )
+    t.add_argument("names", nargs="*", help="shipped datasets to retrain (default: all)")
+    t.add_argument("--csv", help="your table: a CSV file with a header row")
+    t.add_argument(
+        "--out", required=True, help="model folder (--csv) or folder for NAME/ model folders"
+    )
+    t.add_argument("--latent-dim", type=int, default=4, help="latent size d (default 4)")
+    t.add_argument("--epochs", type=int, default=300, help="most epochs (default 300)")
+    t.add_argument("--patience", type=int, default=30, help="early-stopping patience (epochs)")
+    t.add_argument("--hidden", default="128,128", help="hidden widths (default 128,128)")
+    t.add_argument(
+        "--kinds",
+        nargs="+",
+        default=[],
+        metavar="COL=KIND",
+        help="override inferred kinds: real, binary or categorical (e.g. grade=categorical)",
+    )
+    t.add_argument("--drop", nargs="+", default=[], metavar="COL", help="columns to leave out")
+    t.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.15,
+        help="rows held out for early stopping (default 0.15; none below 20 rows)",
+    )
     t.add_argument("--key", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
+    qp = sub.add_parser(
+        "query",
+        help="ask a saved or shipped model one question",
+        description="Condition a model on evidence and predict features. Values of "
+        "categorical features are given by level name (species=Gentoo).",
+        epilog="example: vaequery query --model penguins --given species=Gentoo "
+        "island=Biscoe --predict body_mass_g sex",
+    )
+    qp.add_argument(
+        "--model", required=True, help="a folder from 'vaequery train' or a shipped name"
+    )
+    qp.add_argument(
+        "--given", nargs="*", default=[], metavar="NAME=VALUE", help="evidence (default: none)"
+    )
+    qp.add_argument(
+        "--predict", nargs="*", default=[], metavar="NAME", help="targets (default: the rest)"
+    )
+    qp.add_argument("--backend", default="gaussian", help="inference backend (default gaussian)")
+    qp.add_argument("--plot", default=None, metavar="PNG", help="write the marginals here")
+    qp.add_argument("--key", type=int, default=0)
     c = sub.add_parser("compare", help="run several backends on the same queries; tables + plots")
     c.add_argument("--model", default="white_wine", help="a shipped model (and its test split)")
     c.add_argument("--backends", default="gaussian,mixture", help="comma-separated names")
@@ -213,12 +482,24 @@ def main(argv=None) -> int:
     c.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     _setup_cache(args.no_cache)
-    if args.command == "demo":
-        demo(args.out, args.key)
-    elif args.command == "train":
-        _train(args.names, args.out, args.key, not args.no_progress)
-    elif args.command == "compare":
-        _compare(args)
+    try:
+        if args.command == "demo":
+            demo(args.out, args.key)
+        elif args.command == "train" and args.csv:
+            if args.names:
+                raise UsageError(
+                    f"give either --csv FILE or shipped names, not both (got {args.names})"
+                )
+            _train_csv(args)
+        elif args.command == "train":
+            _train(args.names, args.out, args.key, not args.no_progress)
+        elif args.command == "query":
+            _query(args)
+        elif args.command == "compare":
+            _compare(args)
+    except UsageError as e:
+        print(f"vaequery {args.command}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -121,3 +121,75 @@ class MLPEncoder(eqx.Module):
         out = _apply(self.net, x)
         loc, raw = jnp.split(out, 2, axis=-1)
         return loc, jax.nn.softplus(raw) + 1e-4
+
+
+#: Logit of the padding levels of categorical features with fewer than ``K``
+#: levels: probability 0 in any float, yet finite (``0 * pad`` stays 0).
+PAD_LOGIT = -1e9
+
+
+class MixedMLPDecoder(eqx.Module):
+    """``z -> {"real": {"loc", "scale"}, "binary": logits, "categorical": logits}``.
+
+    One MLP (``d -> hidden -> out``) whose output is split per feature kind,
+    in the layout :class:`vaequery.likelihoods.Mixed` reads: Gaussian location
+    and scale (``softplus + min_scale``) for the real columns, Bernoulli
+    logits for the binary ones, and categorical logits ``[..., n_cat, K]``
+    (``K`` the most levels; a feature's unused levels hold :data:`PAD_LOGIT`).
+    Only the kinds present are returned.
+
+    Parameters
+    ----------
+    latent_dim : int
+    kinds : sequence of str
+        The schema's kinds, one per column.
+    num_levels : sequence of int
+        The schema's ``num_levels``, one per column (used for categoricals).
+    hidden : tuple of int
+    min_scale : float
+    key : PRNG key
+    """
+
+    net: eqx.nn.MLP
+    kinds: tuple = eqx.field(static=True)
+    num_levels: tuple = eqx.field(static=True)
+    min_scale: float = eqx.field(static=True)
+
+    def __init__(self, latent_dim, kinds, num_levels, hidden=(128, 128), *, min_scale=1e-3, key):
+        self.kinds = tuple(str(k) for k in kinds)
+        self.num_levels = tuple(int(n) for n in num_levels)
+        n_out = sum(
+            2 if k == "real" else 1 if k == "binary" else n
+            for k, n in zip(self.kinds, self.num_levels)
+        )
+        self.net = _mlp(key, (latent_dim, *hidden, n_out), jax.nn.relu)
+        self.min_scale = min_scale
+
+    @property
+    def num_features(self) -> int:
+        """Number of columns ``D``."""
+        return len(self.kinds)
+
+    def __call__(self, z):
+        out = _apply(self.net, z)
+        n_real = self.kinds.count("real")
+        n_bin = self.kinds.count("binary")
+        levels = [n for k, n in zip(self.kinds, self.num_levels) if k == "categorical"]
+        params = {}
+        if n_real:
+            params["real"] = {
+                "loc": out[..., :n_real],
+                "scale": jax.nn.softplus(out[..., n_real : 2 * n_real]) + self.min_scale,
+            }
+        if n_bin:
+            params["binary"] = out[..., 2 * n_real : 2 * n_real + n_bin]
+        if levels:
+            flat = out[..., 2 * n_real + n_bin :]
+            pad = jnp.full(flat.shape[:-1] + (1,), PAD_LOGIT, flat.dtype)
+            flat = jnp.concatenate([flat, pad], -1)
+            K, start, idx = max(levels), 0, []
+            for n in levels:  # static layout: a gather index [n_cat, K], pads at the end
+                idx.append([start + i if i < n else sum(levels) for i in range(K)])
+                start += n
+            params["categorical"] = flat[..., jnp.asarray(idx)]
+        return params

@@ -12,6 +12,14 @@ row with unobserved entries set to 0 (the standardised mean). Missing training
 entries therefore simply drop out of the likelihood (VAEAC section 4.3.3). The
 KL term is analytic and one reparameterised draw is used per row and step.
 
+Each :math:`\log p(x_j \mid z)` is the feature's own kind: Gaussian for real
+columns, Bernoulli for binary ones, categorical (over level codes) for
+categorical ones. A table with any non-real column gets a
+:class:`~vaequery.decoder.MixedMLPDecoder` and the
+:class:`~vaequery.likelihoods.Mixed` likelihood; an all-real one keeps the
+Gaussian :class:`~vaequery.decoder.MLPDecoder`. Without a schema, one is
+inferred from the training table (:func:`vaequery.schema.infer_schema`).
+
 Architecture and optimiser follow QAVI's tabular setup (see REFERENCE_NOTES):
 encoder ``D -> 128 -> 128 -> 2d``, decoder ``d -> 128 -> 128 -> 2D`` with ReLU,
 Gaussian likelihood with per-feature, per-sample scale ``softplus + 0.001``,
@@ -29,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaequery.decoder import MLPDecoder, MLPEncoder
+from vaequery.decoder import MixedMLPDecoder, MLPDecoder, MLPEncoder
 from vaequery.likelihoods import make_likelihood
-from vaequery.schema import Schema
+from vaequery.schema import Schema, infer_schema
 from vaequery.vae import VAE
 
 
@@ -41,11 +49,33 @@ def _as_key(key):
     return as_key(key)
 
 
-def _model_units(data, schema):
-    """Table / MaskedTable / array (raw units, NaN = missing) -> (x0, mask) float32."""
-    raw = np.asarray(getattr(data, "X", data), dtype=float)
+def _raw_values(data, schema):
+    """Table / MaskedTable / DataFrame / array -> raw float ``[N, D]`` (codes, NaN = missing)."""
+    from vaequery.schema import encode
+
+    raw = getattr(data, "X", data)
+    if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "biuf":
+        raw = encode(raw, schema)
+    raw = np.asarray(raw, dtype=float)
     if raw.ndim != 2 or raw.shape[1] != len(schema):
         raise ValueError(f"data must have shape [N, {len(schema)}], got {raw.shape}")
+    for j, f in enumerate(schema.features):
+        if f.kind == "real":
+            continue
+        col = raw[:, j]
+        bad = ~np.isnan(col) & ((col != np.round(col)) | (col < 0) | (col >= f.num_levels))
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"feature {f.name!r} ({f.kind}) in row {r} has the value {col[r]:g}; "
+                f"accepted: integer codes 0..{f.num_levels - 1} or NaN (missing)"
+            )
+    return raw
+
+
+def _model_units(data, schema):
+    """Table / MaskedTable / DataFrame / array (raw units, NaN = missing) -> (x0, mask) float32."""
+    raw = _raw_values(data, schema)
     mask = ~np.isnan(raw)
     x = np.where(mask, schema.standardise(np.where(mask, raw, 0.0)), 0.0)
     return jnp.asarray(x, jnp.float32), jnp.asarray(mask)
@@ -56,6 +86,8 @@ def _row_elbo(encoder, decoder, likelihood, key, x, mask, num_samples=1):
     loc, scale = encoder(x)
     eps = jax.random.normal(key, (num_samples,) + loc.shape)
     z = loc + scale * eps  # [S, N, d]
+    # discrete heads gather by code: give every draw its own copy of the row
+    x, mask = (jnp.broadcast_to(a, z.shape[:-1] + a.shape[-1:]) for a in (x, mask))
     ll = likelihood.log_prob(x, decoder(z), mask).mean(0)
     kl = 0.5 * jnp.sum(scale**2 + loc**2 - 1.0 - 2.0 * jnp.log(scale), -1)
     return ll - kl
@@ -64,6 +96,23 @@ def _row_elbo(encoder, decoder, likelihood, key, x, mask, num_samples=1):
 # One compiled evaluator shared by every call (modules and likelihood are pytrees:
 # their arrays are traced, their static structure keys the cache).
 _mean_elbo = eqx.filter_jit(lambda *a: jnp.mean(_row_elbo(*a)))
+
+
+def _resolve_schema(data, schema, names, kinds):
+    """The schema to train with: given, the table's own, or inferred from ``data``."""
+    if schema is not None:
+        if kinds:
+            raise TypeError(
+                "give either schema= (complete) or kinds= (overrides for the inferred "
+                "schema), not both"
+            )
+        return schema
+    own = getattr(data, "schema", None)
+    if own is not None and not kinds:
+        return own
+    if own is not None:  # a Table with overrides: infer again from its raw values
+        return infer_schema(np.asarray(data.X), names=own.names, kinds=kinds)
+    return infer_schema(getattr(data, "X", data), names=names, kinds=kinds)
 
 
 def _optimizer(learning_rate, clip_norm):
@@ -138,17 +187,21 @@ def train(
     key=0,
     progress: bool = True,
     schema: Schema | None = None,
+    names=None,
+    kinds: dict | None = None,
     name: str | None = None,
 ) -> VAE:
-    """Train a Gaussian VAE and return it ready for queries.
+    """Train a VAE (Gaussian, or mixed Gaussian/Bernoulli/categorical) for queries.
 
     Parameters
     ----------
-    train_data, val_data, test_data : Table, MaskedTable or array ``[N, D]``
-        Raw units; NaN = unobserved (left out of the likelihood). ``val_data``
-        drives early stopping (the best epoch's weights are returned); without
-        it training runs ``num_epochs``. ``test_data`` is only evaluated, for
-        ``metadata["test_elbo"]``.
+    train_data, val_data, test_data : Table, MaskedTable, DataFrame or array ``[N, D]``
+        Raw units; NaN (or None) = unobserved, left out of the likelihood.
+        Categorical columns hold level names (or codes). ``val_data`` drives
+        early stopping (the best epoch's weights are returned); without it
+        training runs ``num_epochs``. ``test_data`` is only evaluated, for
+        ``metadata["test_elbo"]``. Validation and test data are read with the
+        schema of the training data.
     latent_dim : int
         ``d``. QAVI's final tabular runs use 1; posterior matching uses 16 for
         most UCI sets (its appendix, Table 3), which vaequery takes as default.
@@ -167,17 +220,37 @@ def train(
     progress : bool
         Show a tqdm progress bar.
     schema : Schema, optional
-        Required when the data are plain arrays.
+        Names, kinds, levels and scaling. Default: the table's own schema (a
+        :class:`vaequery.datasets.Table`), else inferred from ``train_data``
+        by :func:`vaequery.schema.infer_schema` (kinds from the columns,
+        ``loc``/``scale`` from the observed training values).
+    names : sequence of str, optional
+        Column names of a plain array (needed to infer its schema).
+    kinds : dict of str to str, optional
+        Kind overrides for the inferred schema, e.g. ``{"grade":
+        "categorical"}``. Cannot be combined with ``schema``.
     name : str, optional
         Recorded in the metadata (defaults to the table's name).
 
     Returns
     -------
     VAE
-        With ``encode_fn`` (takes zero-filled standardised ``x [..., D]``), a
-        Gaussian likelihood, the schema and ``metadata`` holding the recipe,
-        the epochs run and the train/val/test ELBOs (nats per row,
-        standardised units).
+        With ``encode_fn`` (takes zero-filled model-unit ``x [..., D]``:
+        standardised reals, 0/1 and level codes), a Gaussian likelihood when
+        every feature is real and a :class:`~vaequery.likelihoods.Mixed` one
+        otherwise (decoder :class:`~vaequery.decoder.MixedMLPDecoder`), the
+        schema and ``metadata`` holding the recipe, the epochs run and the
+        train/val/test ELBOs (nats per row, model units).
+
+    Raises
+    ------
+    TypeError
+        A plain array without ``names`` or ``schema`` (nothing names its
+        columns), or both ``schema`` and ``kinds``.
+    ValueError
+        A column whose kind or scaling cannot be inferred (see
+        :func:`~vaequery.schema.infer_schema`), or a value outside a
+        feature's levels.
 
     Examples
     --------
@@ -187,26 +260,29 @@ def train(
     >>> vae.latent_dim, vae.encode_fn is not None
     (2, True)
     """
-    schema = schema or getattr(train_data, "schema", None)
-    if schema is None:
-        raise TypeError("train() needs schema= when the data are plain arrays")
-    if any(k != "real" for k in schema.kinds):
-        raise NotImplementedError(
-            "vaequery.train trains Gaussian VAEs on real-valued features only; "
-            f"this schema has kinds {sorted(set(schema.kinds))}"
-        )
+    schema = _resolve_schema(train_data, schema, names, kinds)
     name = name or getattr(train_data, "name", None)
     D = len(schema)
     hidden = tuple(int(h) for h in hidden)
     x_tr, m_tr = _model_units(train_data, schema)
     n = x_tr.shape[0]
     B = min(int(batch_size), n)
-    likelihood = make_likelihood("gaussian", schema)
+    mixed = any(k != "real" for k in schema.kinds)
+    likelihood = make_likelihood("mixed" if mixed else "gaussian", schema)
 
     k_enc, k_dec, k_train, k_eval = jax.random.split(_as_key(key), 4)
     model = (
         MLPEncoder(D, latent_dim, hidden, key=k_enc),
-        MLPDecoder(latent_dim, D, hidden, min_scale=min_scale, key=k_dec),
+        MixedMLPDecoder(
+            latent_dim,
+            schema.kinds,
+            [f.num_levels for f in schema],
+            hidden,
+            min_scale=min_scale,
+            key=k_dec,
+        )
+        if mixed
+        else MLPDecoder(latent_dim, D, hidden, min_scale=min_scale, key=k_dec),
     )
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt_cfg = (float(learning_rate), float(clip_norm))
@@ -257,7 +333,7 @@ def train(
         "dataset": name,
         "latent_dim": int(latent_dim),
         "hidden": list(hidden),
-        "likelihood": "gaussian",
+        "likelihood": "mixed" if mixed else "gaussian",
         "min_scale": float(min_scale),
         "optimizer": f"adam(lr={learning_rate}) after clip_by_global_norm({clip_norm})",
         "batch_size": B,
@@ -271,6 +347,7 @@ def train(
         "num_test": None if test_data is None else int(len(getattr(test_data, "X", test_data))),
         "train_seconds": round(seconds, 2),
         "elbo_units": "nats per row, standardised features, 16 draws of z per row",
+        "kinds": {k: schema.kinds.count(k) for k in ("real", "binary", "categorical")},
     }
     metadata = {
         "recipe": recipe,
@@ -296,6 +373,8 @@ PRETRAINED_RECIPES = {
     # Pixels are multiples of 1/16 in model units: a scale floor near the
     # quantisation width stops the always-blank border pixels from dominating.
     "digits": dict(latent_dim=10, min_scale=0.02),
+    # Mixed kinds (4 real, 3 categorical; NaN entries drop out of the ELBO).
+    "penguins": dict(latent_dim=3),
 }
 
 _COMMON = dict(hidden=(128, 128), num_epochs=300, batch_size=64, learning_rate=1e-3, patience=30)

@@ -5,7 +5,8 @@
 >>> X, target = table.with_missing(key=1)               # QAVI: floor(D/2) features per row
 
 Bundled: ``breast_cancer``, ``white_wine``, ``red_wine``, ``banknote``,
-``concrete``, ``yeast``, ``digits``. ``mnist`` and ``fashion_mnist`` are read from
+``concrete``, ``yeast``, ``digits`` and the mixed-type ``penguins`` (categorical
+``species``, ``island``, ``sex``). ``mnist`` and ``fashion_mnist`` are read from
 a path the user supplies; nothing is ever downloaded. Attribution for the bundled
 files is in ``vaequery/datasets/data/SOURCES.md``.
 """

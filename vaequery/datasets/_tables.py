@@ -208,6 +208,16 @@ def _uci(fname, rename=None, drop=(), label=None):
     return loader
 
 
+def _penguins(path=None):
+    # Palmer penguins (CC0): species, island and sex are categorical (level names
+    # sorted); "NA" entries stay NaN. The survey year is not a feature.
+    from vaequery.schema import encode, infer_schema
+
+    df = _read_csv("penguins.csv").drop(columns=["year"])
+    schema = infer_schema(df)
+    return encode(df, schema), schema, None, (), None
+
+
 def _breast_cancer(path=None):
     from sklearn.datasets import load_breast_cancer
 
@@ -291,12 +301,22 @@ _LOADERS = {
     "concrete": _uci("concrete.csv", rename=_CONCRETE_NAMES),
     "yeast": _uci("yeast.csv", drop=("sequence_name",), label="class"),
     "digits": _digits,
+    "penguins": _penguins,
     "mnist": _mnist_like("mnist"),
     "fashion_mnist": _mnist_like("fashion_mnist"),
 }
 
 #: Names that load without any user-supplied file.
-BUNDLED = ("breast_cancer", "white_wine", "red_wine", "banknote", "concrete", "yeast", "digits")
+BUNDLED = (
+    "breast_cancer",
+    "white_wine",
+    "red_wine",
+    "banknote",
+    "concrete",
+    "yeast",
+    "digits",
+    "penguins",
+)
 
 
 def available() -> list[str]:
@@ -334,7 +354,7 @@ def load(name: str, split: str = "train", *, path=None) -> Table:
     ----------
     name : str
         One of :func:`available`: ``breast_cancer``, ``white_wine``, ``red_wine``,
-        ``banknote``, ``concrete``, ``yeast``, ``digits`` (bundled) or ``mnist``,
+        ``banknote``, ``concrete``, ``yeast``, ``digits``, ``penguins`` (bundled) or ``mnist``,
         ``fashion_mnist`` (read from ``path``).
     split : {"train", "val", "test", "all"}
         Tables: rows shuffled with seed 1234, then 65 / 15 / 20 % (QAVI).
@@ -364,17 +384,21 @@ def load(name: str, split: str = "train", *, path=None) -> Table:
     out = _LOADERS[key](path)
     X, names, y, levels, image_shape = out[:5]
     official_train = out[5] if len(out) > 5 else None
-    if image_shape is not None:
+    if isinstance(names, Schema):  # a mixed-kind table brings its own schema (whole-data scaling)
+        schema = names
+    elif image_shape is not None:
         top = float(X.max()) if key == "digits" else 255.0
         loc, scale = np.zeros(X.shape[1]), np.full(X.shape[1], top)
     else:
         loc, scale = X.mean(0), X.std(0)
         scale = np.where(scale > 0, scale, 1.0)
-    schema = Schema(
-        tuple(
-            Feature(n, "real", loc=float(m), scale=float(s)) for n, m, s in zip(names, loc, scale)
+    if not isinstance(names, Schema):
+        schema = Schema(
+            tuple(
+                Feature(n, "real", loc=float(m), scale=float(s))
+                for n, m, s in zip(names, loc, scale)
+            )
         )
-    )
     idx = _split_indices(len(X), split, official_train)
     return Table(
         name=key,
