@@ -330,3 +330,282 @@ def test_discrete_interval_errors_and_refusing_backends():
         q.predict("k")
     with pytest.raises(ValueError, match="backend 'mwg' reads only point evidence.*'y'"):
         q.infer("mwg")
+
+
+# ------------------------------------------------- soft constraints, exact references
+# A quadratic factor on a linear function of the decoded mean is a Gaussian
+# likelihood term on z: with x_raw = s * (W z + b) + loc and
+# f(x) = -0.5 ((a . x_raw - c) / tau)^2 = -0.5 ((u . z + k - c) / tau)^2,
+# u = W^T (a * s), k = a . (s * b + loc), the posterior of z stays Gaussian:
+# precision I + W_O^T W_O / sigma^2 + u u^T / tau^2, computed here in NumPy.
+def _factor_posterior(lg, feats, points, a, c, tau):
+    """Exact ``(mean [d], cov [d, d])`` given raw ``points {j: x_j}`` and the factor."""
+    s = np.array([f.scale for f in feats])
+    loc = np.array([f.loc for f in feats])
+    W, b, s2 = lg.W, lg.b, lg.sigma**2
+    obs = np.array(sorted(points))
+    xo = (np.array([points[j] for j in obs]) - loc[obs]) / s[obs]  # model units
+    u = W.T @ (a * s)
+    k = a @ (s * b + loc)
+    prec = np.eye(lg.latent_dim) + np.outer(u, u) / tau**2
+    h = u * (c - k) / tau**2
+    if obs.size:
+        prec += W[obs].T @ W[obs] / s2
+        h += W[obs].T @ (xo - b[obs]) / s2
+    cov = np.linalg.inv(prec)
+    return cov @ h, cov
+
+
+def _quadratic(names, a, c, tau):
+    def fn(x):
+        return -0.5 * ((sum(w * x[n] for n, w in zip(names, a) if w) - c) / tau) ** 2
+
+    return fn
+
+
+FEATS5 = [
+    Feature("p", loc=3.0, scale=2.0),
+    Feature("q", loc=-1.0, scale=0.5),
+    Feature("r"),
+    Feature("s", loc=100.0, scale=10.0),
+    Feature("t", loc=0.5, scale=0.2),
+]
+# second oracle: other dimensions, noise and scales
+FEATS4 = [
+    Feature("u", loc=-2.0, scale=3.0),
+    Feature("v"),
+    Feature("w", loc=1.0, scale=0.1),
+    Feature("y"),
+]
+
+
+A_FACTOR = (np.array([0.0, 0.0, 1.0, -0.05, 2.0]), -3.0, 0.4)  # a, c, tau
+# one function object: the queries below share one compiled program
+FACTOR_A = _quadratic([f.name for f in FEATS5], *A_FACTOR)
+
+
+@pytest.fixture(scope="module")
+def oracle_a():
+    """d = 2, D = 5, sigma = 0.5: fullrank VI and grid quadrature."""
+    lg = LinearGaussian.random(3, num_features=5, latent_dim=2, sigma=0.5)
+    return lg, vq.from_decoder(lg.decode, 2, FEATS5, scale=0.5)
+
+
+@pytest.fixture(scope="module")
+def oracle_b():
+    """d = 3, D = 4, sigma = 0.3: fullrank and mean-field VI, two rows in one batch."""
+    lg = LinearGaussian.random(7, num_features=4, latent_dim=3, sigma=0.3, weight_scale=0.8)
+    return lg, vq.from_decoder(lg.decode, 3, FEATS4, scale=0.3)
+
+
+def _check_gaussian_draws(z, mean, cov, full=True):
+    """Draws ``z [S, d]`` against N(mean, cov): means within 4 MCSE + 5% sd (VI's
+    optimisation), covariance (or mean-field variances 1/diag(precision)) within 10%."""
+    sd = np.sqrt(np.diag(cov))
+    err = np.abs(z.mean(0) - mean)
+    if full:
+        np.testing.assert_allclose(np.cov(z.T), cov, rtol=0.1, atol=0.05 * sd.max() ** 2)
+        want_sd = sd
+    else:
+        want_sd = 1 / np.sqrt(np.diag(np.linalg.inv(cov)))
+        np.testing.assert_allclose(z.std(0), want_sd, rtol=0.1)
+    assert np.all(err < 4 * want_sd / np.sqrt(len(z)) + 0.05 * sd), (z.mean(0), mean)
+    return err / sd
+
+
+def test_factor_is_an_exact_gaussian_term_oracle_a(oracle_a):
+    lg, vae = oracle_a
+    a, c, tau = A_FACTOR
+    q = vae.given(p=4.0, q=-1.3).predict("r").factor(FACTOR_A)
+    mean, cov = _factor_posterior(lg, FEATS5, {0: 4.0, 1: -1.3}, a, c, tau)
+    alone, _ = _factor_posterior(lg, FEATS5, {0: 4.0, 1: -1.3}, a, c, 1e6)
+    assert np.abs(mean - alone).max() > 0.5 * np.sqrt(np.diag(cov)).max()  # the factor matters
+    for backend, kw in (("fullrank", {"num_steps": 600}), ("grid", {})):
+        post = q.infer(backend, key=0, num_draws=6000, **kw)
+        _check_gaussian_draws(post.z[0], mean, cov)
+    # the factor counts as likelihood: log p(x_O | z) + f(E[x | z]) at each draw
+    z = post.z[0, :5]
+    x_mean = z @ lg.W.T + lg.b
+    raw = x_mean * np.array([f.scale for f in FEATS5]) + np.array([f.loc for f in FEATS5])
+    xo = np.array([(4.0 - 3.0) / 2.0, (-1.3 + 1.0) / 0.5])
+    want = norm.logpdf(xo, x_mean[:, :2], 0.5).sum(-1) - 0.5 * ((raw @ a - c) / tau) ** 2
+    np.testing.assert_allclose(post.pointwise_log_likelihood()[0, :5], want, rtol=1e-4)
+
+
+def test_factor_is_an_exact_gaussian_term_oracle_b_batched(oracle_b):
+    lg, vae = oracle_b
+    a, c, tau = np.array([0.5, -1.0, 0.0, 1.0]), 1.5, 0.3
+    X = np.array([[-1.0, np.nan, 1.2, np.nan], [np.nan, np.nan, np.nan, 0.4]])
+    q = vae.given(X).factor(_quadratic([f.name for f in FEATS4], a, c, tau))
+    refs = [
+        _factor_posterior(lg, FEATS4, {0: -1.0, 2: 1.2}, a, c, tau),
+        _factor_posterior(lg, FEATS4, {3: 0.4}, a, c, tau),
+    ]
+    full = q.infer("fullrank", key=1, num_draws=4000, num_steps=600)
+    mf = q.infer("gaussian", key=2, num_draws=4000, num_steps=600)
+    for i, (mean, cov) in enumerate(refs):
+        _check_gaussian_draws(full.z[i], mean, cov)
+        _check_gaussian_draws(mf.z[i], mean, cov, full=False)
+
+
+def _where_quadrature(lg, feats, points, wheres, n=200_001):
+    """1-D latent: exact posterior ``(mean, sd)`` under ``where`` factors, by quadrature.
+
+    ``wheres``: ``[(margin, log_weight, sharpness)]``, margins on raw ``[n, D]``.
+    """
+    s = np.array([f.scale for f in feats])
+    loc = np.array([f.loc for f in feats])
+    g = np.linspace(-9.0, 9.0, n)
+    xm = g[:, None] * lg.W[:, 0] + lg.b
+    lj = norm.logpdf(g)
+    for j, v in points.items():
+        lj += norm.logpdf((v - loc[j]) / s[j], xm[:, j], lg.sigma)
+    for margin, log_weight, sharpness in wheres:
+        m = margin(xm * s + loc)
+        if m.dtype == bool:
+            lj += np.where(m, 0.0, log_weight)
+        elif log_weight is None:
+            lj += -np.logaddexp(0.0, -sharpness * m)  # log sigmoid
+        else:
+            lj += log_weight / (1.0 + np.exp(sharpness * m))
+    w = np.exp(lj - lj.max())
+    w /= w.sum()
+    mean = w @ g
+    return mean, np.sqrt(w @ (g - mean) ** 2)
+
+
+def _b_below(x):  # "b below 10.3" (raw units), the condition m > 0
+    return 10.3 - x["b"] if isinstance(x, vq.model.FeatureView) else 10.3 - x[:, 1]
+
+
+def _c_above(x):  # "c above -0.2"
+    return x["c"] + 0.2 if isinstance(x, vq.model.FeatureView) else x[:, 2] + 0.2
+
+
+def _b_below_bool(x):
+    return x["b"] < 10.3 if isinstance(x, vq.model.FeatureView) else x[:, 1] < 10.3
+
+
+@pytest.mark.parametrize(
+    "wheres",
+    [
+        [(_b_below, None, 4.0), (_c_above, -6.0, 3.0)],  # both smooth forms in one query
+        [(_b_below_bool, -4.0, 1.0)],  # a boolean condition: a step
+    ],
+)
+def test_where_matches_quadrature(lg1, wheres):
+    feats = [Feature("a", loc=10.0, scale=2.0), Feature("b", loc=10.0, scale=1.0), Feature("c")]
+    vae = vq.from_decoder(lg1.decode, 1, feats, scale=SIGMA)
+    q = vae.given(a=11.5)
+    for fn, log_weight, sharpness in wheres:
+        q = q.where(fn, sharpness=sharpness, log_weight=log_weight)
+    post = q.infer("grid", key=0, num_draws=20_000)
+    mean, sd = _where_quadrature(lg1, feats, {0: 11.5}, wheres)
+    alone, _ = _where_quadrature(lg1, feats, {0: 11.5}, [])
+    assert abs(alone - mean) > 0.2 * sd  # the constraints move the posterior
+    z = post.z[0, :, 0]
+    assert abs(z.mean() - mean) < 4 * sd / np.sqrt(z.size)
+    np.testing.assert_allclose(z.std(), sd, rtol=0.03)
+
+
+# ------------------------------------------------------------- derived targets
+def test_derived_target_has_the_exact_predictive_moments(oracle_a):
+    """``p - 2 r + 3 q`` with ``q`` observed: a linear function of a Gaussian predictive.
+
+    Under the factor the posterior of z is N(mean, cov) (above); the predictive
+    of the unobserved x_raw = s (W z + b + sigma e) + loc, so the derived target
+    has mean ``c . E[x_raw]`` and variance ``c_U diag(s) (W cov W^T + sigma^2 I)
+    diag(s) c_U``, the observed ``q`` a constant.
+    """
+    lg, vae = oracle_a
+    a, c, tau = A_FACTOR
+    q = (
+        vae.given(q=-1.3, t=0.7)
+        .factor(FACTOR_A)
+        .predict("r", lin=lambda x: x["p"] - 2 * x["r"] + 3 * x["q"])
+    )
+    assert repr(q) == "Query: 1 row; given q = -1.3, t = 0.7; predict r, lin; factor fn"
+    post = q.infer("fullrank", key=3, num_draws=6000, num_steps=600)
+    mean, cov = _factor_posterior(lg, FEATS5, {1: -1.3, 4: 0.7}, a, c, tau)
+    s = np.array([f.scale for f in FEATS5])
+    loc = np.array([f.loc for f in FEATS5])
+    cu = np.array([1.0, 0.0, -2.0, 0.0, 0.0])
+    want_mean = cu @ (s * (lg.W @ mean + lg.b) + loc) + 3 * -1.3
+    pred_cov = lg.W @ cov @ lg.W.T + lg.sigma**2 * np.eye(5)
+    want_sd = np.sqrt((cu * s) @ pred_cov @ (cu * s))
+    d = post.derived["lin"]
+    assert d.shape == (1, 6000)
+    assert abs(d.mean() - want_mean) < 4 * want_sd / np.sqrt(d.size) + 0.05 * want_sd
+    np.testing.assert_allclose(d.std(), want_sd, rtol=0.06)
+    # summarised, converted and plotted like a feature target
+    table = post.summary()
+    assert list(table.index) == ["r", "lin"]
+    np.testing.assert_allclose(table.loc["lin", "mean"], d.mean(), rtol=1e-5)
+    idata = post.to_arviz(log_likelihood=False)
+    assert idata.posterior["lin"].dims == ("chain", "draw", "query")
+    np.testing.assert_array_equal(idata.posterior["lin"].values[0, :, 0], d[0])
+    fig = post.plot()
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["r", "lin"]
+
+
+def test_derived_only_and_composition(vae1):
+    q = vae1.given(a=11.0).predict(ab=lambda x: x["a"] * x["b"])
+    assert q.targets == [[]] and list(q.derived) == ["ab"]
+    q2 = q.given(c=0.5)  # composition keeps the derived targets
+    assert list(q2.derived) == ["ab"] and q2.observed == [{"a": 11.0, "c": 0.5}]
+    with pytest.raises(ValueError, match="'ab' reads feature 'b', which has interval evidence"):
+        q.given(b=vq.above(0.0))
+    with pytest.raises(ValueError, match="'ab' reads feature 'a', which has interval evidence"):
+        vae1.given(a=vq.above(10.0)).predict(ab=lambda x: x["a"] * x["b"])
+    with pytest.raises(ValueError, match="infer_stream does not compute derived targets"):
+        q.infer_stream("gaussian")
+
+
+def _module_level_factor(x):
+    return -(x["b"] ** 2)
+
+
+def test_soft_constraint_and_derived_errors(vae1):
+    q = vae1.given(a=11.0)
+    with pytest.raises(KeyError, match=r"factor\(\): unknown feature 'zz'.*\['a', 'b', 'c'\]"):
+        q.factor(lambda x: x["zz"])
+    with pytest.raises(ValueError, match="one number per row"):
+        q.factor(lambda x: x.array)
+    with pytest.raises(TypeError, match="boolean condition needs log_weight="):
+        q.where(lambda x: x["b"] > 0)
+    with pytest.raises(TypeError, match="a factor is a real log-weight"):
+        q.factor(lambda x: x["b"] > 0)
+    with pytest.raises(ValueError, match="sharpness must be a finite number > 0"):
+        q.where(lambda x: x["b"], sharpness=0)
+    with pytest.raises(ValueError, match="log_weight must be a finite number"):
+        q.where(lambda x: x["b"], log_weight=-np.inf)
+    with pytest.raises(ValueError, match="derived target 'b' has the name of a feature"):
+        q.predict(b=lambda x: x["c"])
+    with pytest.raises(TypeError, match="needs a function"):
+        q.predict(d=3.0)
+    soft = q.where(lambda x: x["b"], sharpness=2.0)
+    for backend in ("mwg", "pseudo_gibbs", "feature_vi"):
+        with pytest.raises(ValueError, match=f"'{backend}' .* ignore the soft constraint 'where"):
+            soft.infer(backend)
+    step = q.where(lambda x: x["b"] > 0, log_weight=-5.0)
+    for backend in ("gaussian", "fullrank", "pathfinder"):
+        with pytest.raises(ValueError, match=f"'{backend}' follows gradients.*step without one"):
+            step.infer(backend)
+    # pickling: a lambda is named; a module-level function is fine
+    with pytest.raises(TypeError, match="cannot pickle this query: the function of its where"):
+        soft.__getstate__()
+    ok = q.factor(_module_level_factor)
+    assert ok.__getstate__()["factors"] == ok.factors
+    # a saved result would lose the factors from its log-likelihoods: refused
+    from types import SimpleNamespace
+
+    from vaequery.io import posterior_files
+
+    with pytest.raises(TypeError, match="cannot save this Posterior: its query has soft"):
+        posterior_files(SimpleNamespace(query=ok))  # refused before anything is read
+    # the factor is a site of the query's NumPyro model
+    import numpyro
+
+    model_fn, kwargs = ok.numpyro_model()
+    tr = numpyro.handlers.trace(numpyro.handlers.seed(model_fn, 0)).get_trace(**kwargs)
+    assert "factor_0" in tr and tr["factor_0"]["is_observed"]

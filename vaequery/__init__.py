@@ -1,6 +1,8 @@
 """vaequery: conditional queries on a pretrained VAE, answered in batch by many backends."""
 
 from vaequery import backends, datasets, guides, likelihoods, stream, testing
+from vaequery._version import __version__  # noqa: F401  (one place; io reads it too)
+from vaequery.acquisition import acquire
 from vaequery.cache import disable_compilation_cache, enable_compilation_cache
 from vaequery.compare import Comparison, compare
 from vaequery.fit import InferenceError, InferenceWarning
@@ -10,8 +12,6 @@ from vaequery.query import Interval, Query, above, below, between
 from vaequery.schema import Feature, Schema
 from vaequery.train import train
 from vaequery.vae import VAE, from_decoder
-
-__version__ = "0.1.0"
 
 __all__ = [
     "VAE",
@@ -24,6 +24,7 @@ __all__ = [
     "Query",
     "Schema",
     "above",
+    "acquire",
     "backends",
     "below",
     "between",

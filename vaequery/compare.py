@@ -34,8 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vaequery._batch import as_key
 from vaequery.backends import _base
-from vaequery.fit import as_key
+from vaequery.report.diagnostics import KHAT_THRESHOLD
+from vaequery.report.plots import plot_comparison
 
 #: JAX monitoring events whose time spans count as compile time.
 COMPILE_EVENTS = (
@@ -43,8 +45,6 @@ COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_to_mlir_module_duration",
     "/jax/core/compile/backend_compile_duration",
 )
-#: PSIS k-hat above which importance-sampling estimates are unreliable.
-KHAT_THRESHOLD = 0.7
 #: The backend ``log_lik_gap`` is measured against.
 REFERENCE = "grid"
 
@@ -364,23 +364,8 @@ class Comparison:
         lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in t.itertuples(index=False)]
         return "\n".join(lines) + "\n"
 
-    def _true_raw(self, query):
-        if self.X_true is None:
-            return None
-        raw = np.asarray(getattr(self.X_true, "X", self.X_true), float)
-        return raw[None] if raw.ndim == 1 else raw
-
-    def _targets(self, query):
-        n = self.query.num_queries
-        if not -n <= query < n:
-            raise IndexError(f"query {query} out of range for {n} queries")
-        cols = np.flatnonzero(self.query.target_mask[query])
-        if cols.size == 0:
-            raise ValueError(f"query {query} has no target features to plot")
-        return [self.query.model.schema.names[j] for j in cols], cols
-
     def plot(self, kind="summary", query=0, path=None, max_features=6):
-        """Plot the comparison.
+        """Plot the comparison (drawn by :func:`vaequery.report.plots.plot_comparison`).
 
         Parameters
         ----------
@@ -391,8 +376,7 @@ class Comparison:
             backends (:func:`arviz.plot_density`: KDE with the 94 % HDI), the
             true value marked by a dashed line when known. ``"forest"``:
             :func:`arviz.plot_forest` of the targets of ``query``, one
-            InferenceData per backend (from
-            :meth:`~vaequery.Posterior.to_arviz`).
+            InferenceData per backend, in standardised units.
         query : int
             Which row's targets to show.
         path : str or Path, optional
@@ -404,93 +388,7 @@ class Comparison:
         -------
         matplotlib.figure.Figure
         """
-        import matplotlib
-
-        if path is not None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        az = _arviz()
-        if kind not in ("summary", "forest"):
-            raise ValueError(f"kind must be 'summary' or 'forest', got {kind!r}")
-        names, cols = self._targets(query)
-        names, cols = names[:max_features], cols[:max_features]
-        labels = list(self.posteriors)
-        truth = self._true_raw(query)
-        schema = self.query.model.schema
-        datasets = []
-        for label in labels:
-            post = self.posteriors[label]
-            if kind == "forest":
-                # model (standardised) units, so that the targets share one axis
-                x = schema.standardise(post.x[query])
-                x = x if post.backend.family == "mcmc" else x[None]  # [chain, draw, D]
-                datasets.append(az.from_dict(posterior={n: x[..., j] for n, j in zip(names, cols)}))
-            else:
-                idata = post.to_arviz(log_likelihood=False)
-                pp = idata.posterior_predictive[names].sel(query=query)
-                datasets.append(az.InferenceData(posterior=pp))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # arviz 0.23 on matplotlib 3.11
-            warnings.simplefilter("ignore", UserWarning)
-            if kind == "forest":
-                axes = az.plot_forest(
-                    datasets, model_names=labels, var_names=names, combined=True, hdi_prob=0.94
-                )
-                ax = np.ravel(axes)[0]
-                fig = ax.figure
-                if truth is not None:
-                    ax.set_title("")
-                    vals = ", ".join(
-                        f"{n}={v:.2f}"
-                        for n, v in zip(names, schema.standardise(truth[query])[cols])
-                    )
-                    ax.set_xlabel(f"standardised units; true: {vals}", fontsize=8)
-                fig.suptitle(
-                    f"targets of query {query}: 94% HDI per backend (standardised)", fontsize=10
-                )
-            else:
-                has_ll = "log_lik" in self.per_query.columns
-                n = len(names) + int(has_ll)
-                ncol = min(3, n)
-                nrow = int(np.ceil(n / ncol))
-                fig, grid = plt.subplots(
-                    nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False
-                )
-                flat = list(grid.flat)
-                if has_ll:
-                    ax = flat.pop(0)
-                    for i, label in enumerate(labels):
-                        ll = self.per_query.loc[label, "log_lik"].to_numpy()
-                        ll = ll[np.isfinite(ll)]
-                        color = f"C{i}"
-                        if ll.size > 1 and np.ptp(ll) > 0:
-                            az.plot_kde(ll, ax=ax, label=label, plot_kwargs={"color": color})
-                        elif ll.size:
-                            ax.axvline(ll[0], color=color, label=label)
-                    ax.set_title("log p(x_U | x_O) per query", fontsize=9)
-                    ax.set_yticks([])
-                    ax.legend(fontsize=7)
-                dens_axes = np.array(flat[: len(names)])
-                az.plot_density(
-                    datasets,
-                    data_labels=labels,
-                    var_names=names,
-                    hdi_prob=0.94,
-                    shade=0.1,
-                    ax=dens_axes,
-                )
-                for ax, name, j in zip(dens_axes, names, cols):
-                    ax.set_title(name, fontsize=9)
-                    if truth is not None and np.isfinite(truth[query, j]):
-                        ax.axvline(truth[query, j], color="k", ls="--", lw=1, label="true")
-                for ax in flat[len(names) :]:
-                    ax.set_visible(False)
-                fig.suptitle(f"backends compared; targets of query {query}", fontsize=10)
-            fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=110)
-        return fig
+        return plot_comparison(self, kind=kind, query=query, path=path, max_features=max_features)
 
     def save(self, out, plots=True, query=0):
         """Write the tables (markdown + CSV) and the plots into a folder.
@@ -528,10 +426,3 @@ class Comparison:
                 plt.close(self.plot(kind, query=query, path=p))
                 paths[name] = p
         return paths
-
-
-def _arviz():
-    warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
-    import arviz as az
-
-    return az

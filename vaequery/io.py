@@ -21,10 +21,13 @@ On-disk format (``FORMAT_VERSION = 1``): a folder holding
     unless its feature names and latent size are the model's. A guide can also
     be written and read alone (:func:`save_guide`, :func:`load_guide`).
 
-Only models whose decoder is a :class:`vaequery.decoder.MLPDecoder` (and encoder,
-if any, a :class:`~vaequery.decoder.MLPEncoder`) with a Gaussian likelihood can be
-saved this way; for other decoders save your own weights and rebuild with
-:func:`vaequery.from_decoder`.
+Only models whose decoder is a :class:`vaequery.decoder.MLPDecoder` with a
+Gaussian likelihood, or a :class:`~vaequery.decoder.MixedMLPDecoder` with the
+mixed likelihood (``"architecture": {"decoder": {"class": "MixedMLPDecoder",
+...}}``, ``"likelihood": {"name": "mixed", ...}``; its layout is rebuilt from the
+schema's kinds and levels), and an encoder, if any, a
+:class:`~vaequery.decoder.MLPEncoder`, can be saved this way; for other
+decoders save your own weights and rebuild with :func:`vaequery.from_decoder`.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from vaequery.decoder import MLPDecoder, MLPEncoder, skeleton
-from vaequery.likelihoods import Gaussian
+from vaequery._leaves import read_leaves
+from vaequery._version import __version__
+from vaequery.decoder import MixedMLPDecoder, MLPDecoder, MLPEncoder, skeleton
+from vaequery.likelihoods import Gaussian, Mixed
 from vaequery.schema import Schema
 
 FORMAT = "vaequery.vae"
@@ -69,37 +74,8 @@ def pickle_refusal(error, what="VAE"):
     )
 
 
-def _deserialise_leaf(f, x):
-    # jax.numpy.load would convert each array with a compiled op (one compile per
-    # shape, ~0.25 s per model); a plain transfer gives the same jax.Array.
-    if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)):
-        return jax.device_put(np.load(f))
-    return eqx.default_deserialise_filter_spec(f, x)
-
-
-def read_leaves(path_or_file, like):
-    """Read array leaves written by :func:`equinox.tree_serialise_leaves` into ``like``.
-
-    Parameters
-    ----------
-    path_or_file : str, Path or binary file
-    like : pytree
-        The skeleton: a module whose array leaves may be
-        :class:`jax.ShapeDtypeStruct` (see :func:`vaequery.decoder.skeleton`).
-
-    Returns
-    -------
-    pytree
-        ``like`` with every array leaf read from ``path_or_file`` as a
-        :class:`jax.Array`; shapes and dtypes are checked against ``like``.
-    """
-    return eqx.tree_deserialise_leaves(path_or_file, like, filter_spec=_deserialise_leaf)
-
-
 def _version() -> str:
-    import vaequery
-
-    return getattr(vaequery, "__version__", "unknown")
+    return __version__
 
 
 def _hidden(net: eqx.nn.MLP) -> list[int]:
@@ -108,28 +84,32 @@ def _hidden(net: eqx.nn.MLP) -> list[int]:
 
 def _describe(vae) -> dict:
     dec, enc = vae.decode_fn, vae.encode_fn
-    if not isinstance(dec, MLPDecoder):
+    mixed = isinstance(dec, MixedMLPDecoder)
+    if not isinstance(dec, (MLPDecoder, MixedMLPDecoder)):
         raise _UnsavableModel(
-            "VAE.save writes vaequery's own MLPDecoder models; this decoder is a "
-            f"{type(dec).__name__}. Save its weights yourself and rebuild the model "
+            "VAE.save writes vaequery's own MLPDecoder / MixedMLPDecoder models; this decoder "
+            f"is a {type(dec).__name__}. Save its weights yourself and rebuild the model "
             "with vaequery.from_decoder."
         )
     if enc is not None and not isinstance(enc, MLPEncoder):
         raise _UnsavableModel(
             f"VAE.save needs an MLPEncoder (or no encoder), got {type(enc).__name__}"
         )
-    if not isinstance(vae.likelihood, Gaussian):
+    if not isinstance(vae.likelihood, Mixed if mixed else Gaussian):
         raise _UnsavableModel(
-            f"VAE.save supports the Gaussian likelihood, got {type(vae.likelihood).__name__}"
+            "VAE.save supports an MLPDecoder with the Gaussian likelihood and a "
+            "MixedMLPDecoder with the mixed one, got a "
+            f"{type(dec).__name__} with {type(vae.likelihood).__name__}"
         )
+    dec_arch = {
+        "class": type(dec).__name__,
+        "latent_dim": int(dec.net.in_size),
+        "num_features": int(dec.num_features),
+        "hidden": _hidden(dec.net),
+        "min_scale": float(dec.min_scale),
+    }
     arch = {
-        "decoder": {
-            "class": "MLPDecoder",
-            "latent_dim": int(dec.net.in_size),
-            "num_features": int(dec.num_features),
-            "hidden": _hidden(dec.net),
-            "min_scale": float(dec.min_scale),
-        },
+        "decoder": dec_arch,
         "encoder": None
         if enc is None
         else {
@@ -146,15 +126,21 @@ def _describe(vae) -> dict:
         "vaequery_version": _version(),
         "latent_dim": vae.latent_dim,
         "schema": vae.schema.to_dict(),
-        "likelihood": {
-            "name": "gaussian",
-            "scale": np.asarray(lik.scale, float).tolist(),
-            "min_scale": float(lik.min_scale),
-        },
+        "likelihood": _likelihood_record(lik),
         "architecture": arch,
         "dtype": str(dec.net.layers[0].weight.dtype),
         "metadata": vae.metadata,
         "guides": sorted(vae.guides),
+    }
+
+
+def _likelihood_record(lik) -> dict:
+    # a mixed likelihood is rebuilt from the schema; its real head holds the scales
+    head = lik.heads.get("real", Gaussian()) if isinstance(lik, Mixed) else lik
+    return {
+        "name": "mixed" if isinstance(lik, Mixed) else "gaussian",
+        "scale": np.asarray(head.scale, float).tolist(),
+        "min_scale": float(head.min_scale),
     }
 
 
@@ -428,9 +414,24 @@ def model_from_files(files, where="model"):
     arch = info["architecture"]
     # skeletons only (no random initialisers run): every array is read from weights.eqx
     d = arch["decoder"]
-    dec = skeleton(
-        MLPDecoder, d["latent_dim"], d["num_features"], tuple(d["hidden"]), min_scale=d["min_scale"]
-    )
+    schema = Schema.from_dict(info["schema"])
+    if d.get("class", "MLPDecoder") == "MixedMLPDecoder":
+        dec = skeleton(
+            MixedMLPDecoder,
+            d["latent_dim"],
+            schema.kinds,
+            [f.num_levels for f in schema],
+            tuple(d["hidden"]),
+            min_scale=d["min_scale"],
+        )
+    else:
+        dec = skeleton(
+            MLPDecoder,
+            d["latent_dim"],
+            d["num_features"],
+            tuple(d["hidden"]),
+            min_scale=d["min_scale"],
+        )
     e = arch["encoder"]
     enc = (
         None
@@ -438,12 +439,13 @@ def model_from_files(files, where="model"):
         else skeleton(MLPEncoder, e["num_features"], e["latent_dim"], tuple(e["hidden"]))
     )
     enc, dec = _read_weights(read(WEIGHTS_FILE), (enc, dec), where)
-    schema = Schema.from_dict(info["schema"])
     lik_info = info["likelihood"]
     scale = lik_info["scale"]
-    likelihood = Gaussian(
-        scale if isinstance(scale, float) else np.asarray(scale), lik_info["min_scale"]
-    )
+    scale = scale if isinstance(scale, float) else np.asarray(scale)
+    if lik_info.get("name", "gaussian") == "mixed":
+        likelihood = Mixed(schema, scale, lik_info["min_scale"])
+    else:
+        likelihood = Gaussian(scale, lik_info["min_scale"])
     vae = VAE(dec, info["latent_dim"], schema, likelihood, encode_fn=enc, metadata=info["metadata"])
     for name in info.get("guides", []):
         _check_guide_name(name)
@@ -537,9 +539,17 @@ def posterior_files(post, include_model=True) -> dict:
     ------
     TypeError
         ``include_model`` and a model this format cannot store, or a backend
-        with a non-numeric hyper-parameter (an optax schedule).
+        with a non-numeric hyper-parameter (an optax schedule), or a query
+        with soft constraints (functions, which this format never stores).
     """
     q = post.query
+    if getattr(q, "factors", ()):
+        raise TypeError(
+            f"cannot save this Posterior: its query has soft constraints "
+            f"({', '.join(f.describe() for f in q.factors)}), which are code, and vaequery's "
+            "format stores no code; a reloaded result would drop them from its "
+            "log-likelihoods. Keep the arrays (post.z, post.x, post.derived) instead"
+        )
     arrays = {
         "z": np.asarray(post.z),
         "x_model": np.asarray(post._x_model),

@@ -5,6 +5,7 @@ The query model is an ordinary NumPyro model::
     z ~ N(0, I_d)
     x_k ~ p_k(x_k | decode(z))   masked to the observed features, obs=x
     factor log P(lo_k <= x_k <= hi_k | decode(z))   summed over interval evidence
+    factor f_i(E[x | z])                             soft constraints (Query.factor/where)
 
 so NumPyro's ``MCMC``, ``SVI``, ``Predictive`` and effect handlers run on it.
 Backends never see the decoder: they see a :class:`Target`, whose log-densities
@@ -13,7 +14,8 @@ are computed from that model with :func:`numpyro.infer.util.log_density`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import equinox as eqx
@@ -35,8 +37,11 @@ def build_numpyro_model(decode_fn, likelihood, latent_dim: int, factors=()):
     likelihood : vaequery.likelihoods.Likelihood
     latent_dim : int
     factors : tuple of callable
-        Extra soft evidence ``fn(x_mean[D]) -> log-factor`` added with
-        :func:`numpyro.factor` (used by ``Query.where``).
+        Extra soft evidence ``fn(x_mean[D]) -> log-factor`` (``x_mean`` the
+        decoded mean in model units) added with :func:`numpyro.factor` as the
+        sites ``"factor_0"``, ``"factor_1"``, ... (:class:`SoftFactor`, used by
+        ``Query.factor`` and ``Query.where``). Like every observed site they
+        count in the log-likelihood, not in the log-prior.
 
     Returns
     -------
@@ -72,7 +77,7 @@ def build_numpyro_model(decode_fn, likelihood, latent_dim: int, factors=()):
         if factors:
             x_mean = likelihood.mean(params)
             for i, fn in enumerate(factors):
-                numpyro.factor(f"where_{i}", fn(x_mean))
+                numpyro.factor(f"factor_{i}", fn(x_mean))
 
     return model
 
@@ -181,3 +186,127 @@ def target_functions(numpyro_model, latent_site: str = "z"):
         return log_density(prior_only, (), model_args(row), {latent_site: z})[0]
 
     return logdensity_fn, logprior_fn
+
+
+# ------------------------------------------------------------ soft factors
+class FeatureView(Mapping):
+    """One row's features by name, in raw units: ``x["density"]``.
+
+    What the functions of :meth:`vaequery.Query.factor`, :meth:`~vaequery.Query.where`
+    and derived targets (:meth:`~vaequery.Query.predict`) receive. Each value
+    is a scalar (the functions are vmapped over query rows and draws), so write
+    them for one row: ``lambda x: x["a"] / x["b"]``.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Feature names in column order.
+    x : array ``[D]``
+        The row, raw units (binary/categorical features: their code, or for a
+        decoded mean the probability of 1 / the most likely code).
+    record : list, optional
+        Column indices are appended as they are read (to learn which
+        features a function uses).
+
+    Attributes
+    ----------
+    array : array ``[D]``
+        The whole row, columns in schema order.
+    """
+
+    def __init__(self, names, x, record=None):
+        self._names = tuple(names)
+        self._index = {n: j for j, n in enumerate(self._names)}
+        self.array = x
+        self._record = record
+
+    def __getitem__(self, name):
+        from vaequery.schema import UnknownFeatureError
+
+        j = self._index.get(name)
+        if j is None:
+            raise UnknownFeatureError(
+                f"unknown feature {name!r}. Known features: {list(self._names)}"
+            )
+        if self._record is not None:
+            self._record.append(j)
+        return self.array[j]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
+
+    def __repr__(self):
+        return f"FeatureView({list(self._names)})"
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftFactor:
+    r"""A user's function of the decoded mean as a log-factor of the query model.
+
+    Called with the decoded mean ``E[x | z]`` in model units ``[D]``; converts
+    it to raw units, hands it to ``fn`` as a :class:`FeatureView` and returns
+
+    * ``kind="factor"``: ``fn(x)`` itself (a log-weight);
+    * ``kind="where"``, ``fn`` real-valued (a margin ``m``, the condition is
+      ``m > 0``): :math:`\log \sigma(s\,m)` with ``log_weight=None``, else
+      ``log_weight`` :math:`\cdot\, \sigma(-s\,m)` (0 where satisfied,
+      ``log_weight`` where badly violated); ``s`` is ``sharpness``;
+    * ``kind="where"``, ``fn`` boolean: 0 where true, ``log_weight`` where
+      false.
+
+    Hashable (tuples and the function's identity) so that equal queries share
+    one compiled program.
+
+    Attributes
+    ----------
+    fn : callable
+    kind : {"factor", "where"}
+    sharpness : float
+    log_weight : float or None
+    names : tuple of str
+    loc, scale : tuple of float
+        Per feature; raw = model * scale + loc on real features.
+    real : tuple of bool
+    step : bool
+        ``fn`` returns booleans: the factor is a step, with no gradient.
+    """
+
+    fn: Callable
+    kind: str
+    sharpness: float
+    log_weight: float | None
+    names: tuple
+    loc: tuple
+    scale: tuple
+    real: tuple
+    step: bool = False
+
+    def raw(self, x_mean):
+        """Model units ``[..., D]`` -> raw units."""
+        real = jnp.asarray(self.real)
+        scale = jnp.asarray(self.scale, x_mean.dtype)
+        loc = jnp.asarray(self.loc, x_mean.dtype)
+        return jnp.where(real, x_mean * scale + loc, x_mean)
+
+    def __call__(self, x_mean):
+        return self.transform(self.fn(FeatureView(self.names, self.raw(x_mean))))
+
+    def transform(self, v):
+        """The log-factor from ``fn``'s value ``v`` (see the class docstring)."""
+        v = jnp.asarray(v)
+        if self.kind == "factor":
+            return v.astype(jnp.result_type(float))
+        if v.dtype == jnp.bool_:
+            return jnp.where(v, 0.0, self.log_weight)
+        m = self.sharpness * v
+        if self.log_weight is None:
+            return jax.nn.log_sigmoid(m)
+        return self.log_weight * jax.nn.sigmoid(-m)
+
+    def describe(self) -> str:
+        """A few words for ``repr(Query)``."""
+        name = getattr(self.fn, "__name__", type(self.fn).__name__)
+        return f"{self.kind} {name}"

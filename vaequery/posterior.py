@@ -1,21 +1,28 @@
-"""The result of a query: draws, imputations, loss trace, metrics and diagnostics."""
+"""The result of a query: draws, imputations and loss trace, with thin readers.
+
+:class:`Posterior` holds the answer of one backend to a batch of queries and
+how to save it. What reads it lives in :mod:`vaequery.report`: metrics
+(:mod:`~vaequery.report.metrics`), ArviZ conversion
+(:mod:`~vaequery.report.arviz`), diagnostics and importance resampling
+(:mod:`~vaequery.report.diagnostics`), plots (:mod:`~vaequery.report.plots`)
+and tidy tables (:mod:`~vaequery.report.tables`); the methods here delegate.
+"""
 
 from __future__ import annotations
 
 import warnings
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from vaequery import metrics
-from vaequery.fit import as_key
+from vaequery.report import arviz as _arviz
+from vaequery.report import diagnostics as _diagnostics
+from vaequery.report import metrics as _metrics
+from vaequery.report import plots as _plots
+from vaequery.report import tables as _tables
+from vaequery.report.diagnostics import KHAT_THRESHOLD, RHAT_THRESHOLD
+from vaequery.report.metrics import hdi
 
-#: R-hat above this triggers a warning in :meth:`Posterior.diagnose` (Vehtari et al. 2021).
-RHAT_THRESHOLD = 1.01
-#: PSIS k-hat above this triggers a warning (Vehtari et al. 2024: estimates unreliable).
-KHAT_THRESHOLD = 0.7
+__all__ = ["KHAT_THRESHOLD", "RHAT_THRESHOLD", "Posterior"]
 
 
 class Posterior:
@@ -55,6 +62,8 @@ class Posterior:
         self.info = {k: np.asarray(v) for k, v in info.items()}
         self._key = key
         self._pointwise_ll = None
+        # {name: [N, (chains,) S]}, set by Query.infer for derived targets (Query.predict)
+        self.derived = {}
         schema = query.model.schema
         obs = query.observed_mask
         shape = x_model.shape
@@ -126,24 +135,7 @@ class Posterior:
 
     # ---------------------------------------------------------- metrics
     def _true_model_units(self, X_true):
-        schema = self.query.model.schema
-        raw = np.asarray(getattr(X_true, "X", X_true), float)
-        if raw.ndim == 1:
-            raw = raw[None]
-        if raw.shape != self.query.x.shape:
-            raise ValueError(
-                f"X_true has shape {raw.shape}; expected {self.query.x.shape} "
-                "(one row per query, one column per feature)"
-            )
-        tgt = self.query.target_mask
-        bad = tgt & ~np.isfinite(raw)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            raise ValueError(
-                f"X_true has no finite value for target feature "
-                f"{schema.names[c]!r} in row {r}; every target needs its true value"
-            )
-        return np.where(tgt, schema.standardise(np.where(tgt, raw, 0.0)), 0.0)
+        return _metrics.true_model_units(self.query, X_true)
 
     def log_likelihood(self, X_true, num_samples=1000, key=None, chunk_size=None):
         """IWAE estimate of ``log p(x_U | x_O)`` per query.
@@ -163,31 +155,9 @@ class Posterior:
         Returns
         -------
         ndarray ``[N]``
-            In model (standardised) units; see :mod:`vaequery.metrics`.
+            In model (standardised) units; see :mod:`vaequery.report.metrics`.
         """
-        xt = self._true_model_units(X_true)
-        q = self.query
-        x_joint = np.where(q.observed_mask, q.x, xt)
-        joint = q.observed_mask | q.target_mask
-        key = as_key(key) if key is not None else _fold(self._key, 1)
-        ll, _ = metrics.iwae_log_likelihood(
-            self.backend,
-            q.target(),
-            self.state,
-            key,
-            x_joint,
-            joint,
-            num_samples=num_samples,
-            chunk_size=chunk_size,
-        )
-        if not np.isfinite(ll).all():
-            rows = np.flatnonzero(~np.isfinite(ll))
-            warnings.warn(
-                f"non-finite log-likelihood estimate in rows {rows[:10].tolist()}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        return ll
+        return _metrics.log_likelihood(self, X_true, num_samples, key, chunk_size)
 
     def nrmse(self, X_true, reduce="min"):
         """Normalised RMSE of the imputations over each row's targets.
@@ -203,8 +173,7 @@ class Posterior:
         -------
         ndarray ``[N]``
         """
-        xt = self._true_model_units(X_true)
-        return metrics.nrmse(self._flat(self._x_model), xt, self.query.target_mask, reduce)
+        return _metrics.posterior_nrmse(self, X_true, reduce)
 
     # ------------------------------------------------------- reporting
     def summary(self, prob=0.94):
@@ -224,12 +193,17 @@ class Posterior:
 
         names = self.query.model.schema.names
         x = self._flat(self.x)
-        lo, hi = metrics.hdi(np.moveaxis(x, 1, -1), prob)
+        lo, hi = hdi(np.moveaxis(x, 1, -1), prob)
         mean, sd = x.mean(1), x.std(1, ddof=1) if x.shape[1] > 1 else np.zeros_like(x[:, 0])
         pct = (1 - prob) / 2 * 100
         rows = []
         for i, j in np.argwhere(self.query.target_mask):
             rows.append((i, names[j], mean[i, j], sd[i, j], lo[i, j], hi[i, j]))
+        for name, v in self.derived.items():  # derived targets (Query.predict), every row
+            v = self._flat(v)
+            dlo, dhi = hdi(v, prob)
+            dsd = v.std(1, ddof=1) if v.shape[1] > 1 else np.zeros(len(v))
+            rows += [(i, name, v[i].mean(), dsd[i], dlo[i], dhi[i]) for i in range(len(v))]
         df = pd.DataFrame(
             rows,
             columns=["query", "feature", "mean", "sd", f"hdi_{pct:g}%", f"hdi_{100 - pct:g}%"],
@@ -238,11 +212,38 @@ class Posterior:
             return df.drop(columns="query").set_index("feature")
         return df.set_index(["query", "feature"])
 
+    def to_pandas(self, latent=False):
+        """The draws as a tidy table: one row per (query, draw).
+
+        Parameters
+        ----------
+        latent : bool
+            Add the latent code as columns ``z_0 .. z_{d-1}``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``query``, (MCMC: ``chain``,) ``draw``, then one column
+            per feature that is a target of some row, named after it, in raw
+            units (the imputations :attr:`x`; NaN in rows where that feature
+            is not a target), then the derived targets of
+            :meth:`vaequery.Query.predict`, then (``latent=True``) ``z_0``,
+            ``z_1``, ... ``draw`` counts within its chain.
+
+        Examples
+        --------
+        >>> import numpy as np, vaequery as vq
+        >>> oracle = vq.testing.LinearGaussian.random(0, num_features=3, latent_dim=1)
+        >>> post = oracle.vae().given(np.array([[0.5, np.nan, np.nan]])).infer(
+        ...     "gaussian", num_draws=4, num_steps=20)
+        >>> list(post.to_pandas().columns)
+        ['query', 'draw', 'x1', 'x2']
+        """
+        return _tables.tidy_draws(self, latent=latent)
+
     def _cdq(self, a):
         """``[N, (C,) S, ...]`` -> ``[C, S, N, ...]`` (ArviZ wants chain, draw first)."""
-        if self.backend.family != "mcmc":
-            a = a[:, None]
-        return np.moveaxis(a, 0, 2)
+        return _arviz.chain_draw_query(a, self.backend.family == "mcmc")
 
     def pointwise_log_likelihood(self):
         """``log p(x_O | z)`` of every draw, shape ``z.shape[:-1]``.
@@ -251,44 +252,15 @@ class Posterior:
         soft-evidence factors included; 0 for rows without evidence.
         """
         if self._pointwise_ll is None:
-            flat = self._flat(self.z)
-            ll = _pointwise_loglik(self.query.target(), jnp.asarray(flat))
-            self._pointwise_ll = np.asarray(ll).reshape(self.z.shape[:-1])
+            self._pointwise_ll = _arviz.pointwise_log_likelihood(self)
         return self._pointwise_ll
 
     def _sample_stats(self):
         """ArviZ ``sample_stats`` variables, each ``[C, S, N]``."""
-        stats = {}
-        if self.backend.family == "mcmc":
-            lead = self.z.shape[:3]  # N, C, S
-            for name, out in (
-                ("logdensity", "lp"),
-                ("acceptance_rate", "acceptance_rate"),
-                ("diverging", "diverging"),
-                ("num_integration_steps", "n_steps"),
-                ("step_size", "step_size"),
-            ):
-                if name not in self.info:
-                    continue
-                v = self.info[name]
-                if v.shape == lead[:2]:  # per chain, e.g. the adapted step size
-                    v = np.broadcast_to(v[:, :, None], lead)
-                if v.shape == lead:
-                    stats[out] = self._cdq(v)
-        elif self.loss.size:
-            stats["final_loss"] = self.loss[None, None, :, -1]
-            if "num_steps_used" in self.info:  # VI with tol=: steps each query ran
-                stats["num_steps_used"] = self.info["num_steps_used"][None, None, :]
-        if self.backend.family == "mcmc":
-            stats["failed"] = self._cdq(
-                np.broadcast_to(self.failed[:, None, None], self.z.shape[:3])
-            )
-        else:
-            stats["failed"] = self.failed[None, None, :]
-        return stats
+        return _arviz.sample_stats(self)
 
     def to_arviz(self, log_likelihood=True):
-        """The draws as :class:`arviz.InferenceData`.
+        """The draws as :class:`arviz.InferenceData` (:mod:`vaequery.report.arviz`).
 
         Parameters
         ----------
@@ -301,7 +273,9 @@ class Posterior:
             Groups (``chain`` and ``draw`` lead every variable, as ArviZ
             requires; VI results have a single chain):
 
-            * ``posterior``: ``z`` with dims ``chain, draw, query, latent``;
+            * ``posterior``: ``z`` with dims ``chain, draw, query, latent``,
+              and each derived target (:meth:`vaequery.Query.predict`) with
+              dims ``chain, draw, query``;
             * ``posterior_predictive``: one variable per target feature, dims
               ``chain, draw, query``, NaN where that feature is not a target
               of the row (raw units);
@@ -317,57 +291,9 @@ class Posterior:
             * ``log_likelihood``: ``evidence`` = ``log p(x_O | z)`` per draw,
               dims ``chain, draw, query``.
         """
-        az = _arviz()
-        q = self.query
-        names = q.model.schema.names
-        pp = {}
-        for j in np.flatnonzero(q.target_mask.any(0)):
-            col = np.where(
-                q.target_mask[:, j].reshape((-1,) + (1,) * (self.x.ndim - 2)),
-                self.x[..., j],
-                np.nan,
-            )
-            pp[names[j]] = self._cdq(col)
-        evidence = np.where(q.observed_mask, q.model.schema.unstandardise(q.x), np.nan)
-        stats = self._sample_stats()
-        coords = {
-            "query": np.arange(self.num_queries),
-            "latent": np.arange(self.z.shape[-1]),
-            "feature": names,
-        }
-        dims = {
-            "z": ["query", "latent"],
-            **{n: ["query"] for n in pp},
-            **{n: ["query"] for n in stats},
-        }
-        idata = az.from_dict(
-            posterior={"z": self._cdq(self.z)},
-            posterior_predictive=pp,
-            observed_data={"evidence": evidence},
-            sample_stats=stats or None,
-            dims={**dims, "evidence": ["query", "feature"]},
-            coords=coords,
-        )
-        if log_likelihood:
-            # Added separately: "evidence" is [query, feature] in observed_data
-            # but one value per draw and query here, and from_dict shares dims.
-            ll = az.dict_to_dataset(
-                {"evidence": self._cdq(self.pointwise_log_likelihood())},
-                dims={"evidence": ["query"]},
-                coords=coords,
-            )
-            idata.add_groups(log_likelihood=ll)
-        return idata
+        return _arviz.to_inference_data(self, log_likelihood=log_likelihood)
 
     # ------------------------------------------------------ diagnostics
-    def _importance_log_weights(self, num_samples, key):
-        """Draws ``z [N, M, d]`` of the fitted approximation and ``log p(x_O, z) - log q(z)``."""
-        keys = jax.random.split(key, self.num_queries)
-        z, lw = _proposal_draws(
-            self.backend, self.query.target(), self.state, keys, int(num_samples)
-        )
-        return np.asarray(z), np.asarray(lw, np.float64)
-
     def diagnose(self, num_samples=1000, key=None, warn=True):
         """Per-query reliability diagnostics, with warnings above thresholds.
 
@@ -404,69 +330,7 @@ class Posterior:
             ``acceptance_rate``, ``proposal_khat``; VI columns ``khat``,
             ``ess_psis``.
         """
-        import pandas as pd
-
-        key = as_key(key) if key is not None else _fold(self._key, 2)
-
-        if self.backend.family == "mcmc":
-            az = _arviz()
-            idata = az.from_dict(
-                posterior={"z": self._cdq(self.z)},
-                dims={"z": ["query", "latent"]},
-            )
-            rhat = az.rhat(idata)["z"].values  # [N, d]
-            ess_bulk = az.ess(idata, method="bulk")["z"].values
-            ess_tail = az.ess(idata, method="tail")["z"].values
-            sd = self._flat(self.z).std(1, ddof=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rel_mcse = az.mcse(idata, method="mean")["z"].values / sd
-            cols = {
-                "r_hat": np.nanmax(rhat, -1),
-                "ess_bulk": np.nanmin(ess_bulk, -1),
-                "ess_tail": np.nanmin(ess_tail, -1),
-                "mcse_mean_over_sd": np.nanmax(rel_mcse, -1),
-            }
-            n = self.z.shape[0]
-            div = self.info.get("diverging")
-            cols["divergences"] = (
-                div.reshape(n, -1).sum(-1).astype(int) if div is not None else np.zeros(n, int)
-            )
-            acc = self.info.get("acceptance_rate")
-            cols["acceptance_rate"] = (
-                acc.reshape(n, -1).mean(-1) if acc is not None else np.full(n, np.nan)
-            )
-            _, lw = self._importance_log_weights(num_samples, key)
-            cols["proposal_khat"] = _psis(lw)[0]
-            df = pd.DataFrame(cols, index=pd.RangeIndex(n, name="query"))
-            if warn:
-                _warn_rows(
-                    df.index[df["r_hat"] > RHAT_THRESHOLD],
-                    f"R-hat > {RHAT_THRESHOLD}: chains disagree; run more draws or warmup",
-                )
-                _warn_rows(
-                    df.index[df["divergences"] > 0],
-                    "divergent transitions: the sampler may miss parts of the posterior",
-                )
-                _warn_rows(
-                    df.index[df["proposal_khat"] > KHAT_THRESHOLD],
-                    f"PSIS k-hat > {KHAT_THRESHOLD} for the Gaussian fitted to the draws: "
-                    "log_likelihood() estimates are unreliable (the draws are not affected)",
-                )
-            return df
-
-        _, lw = self._importance_log_weights(num_samples, key)
-        khat, ess = _psis(lw)
-        df = pd.DataFrame(
-            {"khat": khat, "ess_psis": ess},
-            index=pd.RangeIndex(self.num_queries, name="query"),
-        )
-        if warn:
-            _warn_rows(
-                df.index[df["khat"] > KHAT_THRESHOLD],
-                f"PSIS k-hat > {KHAT_THRESHOLD}: the fitted approximation is a poor "
-                "importance proposal; likelihood estimates are unreliable",
-            )
-        return df
+        return _diagnostics.diagnose(self, num_samples=num_samples, key=key, warn=warn)
 
     def resample(self, psis=True, num_draws=None, num_samples=None, key=None):
         """Importance-resample the draws of a variational fit towards the posterior.
@@ -494,43 +358,21 @@ class Posterior:
             Same query, backend and state; ``info`` gains ``khat`` ``[N]``
             (NaN when ``psis=False``).
         """
-        if self.backend.family == "mcmc":
-            raise ValueError(
-                f"resample() reweights a variational approximation; backend "
-                f"{self.backend.name!r} is MCMC and its draws already target the posterior"
-            )
-        num_draws = int(num_draws or self.z.shape[1])
-        num_samples = int(num_samples or max(1000, 10 * num_draws))
-        key = as_key(key) if key is not None else _fold(self._key, 3)
-        k_draw, k_pick = jax.random.split(key)
-        z, lw = self._importance_log_weights(num_samples, k_draw)
-        if psis:
-            lw_norm, khat = _arviz().psislw(lw.copy())
-            lw_norm = np.asarray(lw_norm)
-        else:
-            lw_norm = lw - _logsumexp(lw)
-            khat = np.full(self.num_queries, np.nan)
-        idx = jax.random.categorical(
-            k_pick, jnp.asarray(lw_norm, jnp.float32), axis=-1, shape=(num_draws, lw.shape[0])
-        ).T
-        z_new = np.take_along_axis(z, np.asarray(idx)[..., None], axis=1)
-        model = self.query.model
-        x_model = np.asarray(_decode_mean(model.likelihood, model.decode_fn, jnp.asarray(z_new)))
-        info = {**self.info, "khat": np.asarray(khat)}
+        new = _diagnostics.importance_resample(self, psis, num_draws, num_samples, key)
         return Posterior(
             query=self.query,
             backend=self.backend,
             state=self.state,
-            z=z_new,
-            x_model=x_model,
+            z=new["z"],
+            x_model=new["x_model"],
             loss=self.loss,
-            info=info,
-            key=k_pick,
+            info={**self.info, "khat": new["khat"]},
+            key=new["key"],
             failed=self.failed,
         )
 
-    def plot(self, path=None, query=0, bins=40, kind="marginal"):
-        """Plot one query's posterior.
+    def plot(self, path=None, query=0, bins=None, kind="marginal", *, X_true=None, hdi_prob=0.94):
+        """Plot one query's posterior with ArviZ (:mod:`vaequery.report.plots`).
 
         Parameters
         ----------
@@ -538,139 +380,33 @@ class Posterior:
             Save the figure there (PNG, PDF, ... by suffix).
         query : int
             Which row.
-        bins : int
-            Histogram bins (``kind="marginal"``).
+        bins : None
+            No longer used (the marginals are kernel density estimates);
+            kept so that positional calls keep working. Passing a value
+            warns.
         kind : {"marginal", "trace"}
-            ``"marginal"``: posterior-predictive histogram of every target
-            feature (MCMC: one outline per chain on top of the pooled
-            histogram). ``"trace"``: :func:`arviz.plot_trace` of the latent
-            code ``z`` (densities per chain and traces; MCMC only).
+            ``"marginal"``: :func:`arviz.plot_density` of every target
+            feature and derived target (KDE with the ``hdi_prob`` HDI; MCMC:
+            one KDE outline per chain on top of the pooled density).
+            ``"trace"``: :func:`arviz.plot_trace` of the latent code ``z``
+            (densities per chain and traces; MCMC only).
+        X_true : array ``[N, D]``, optional
+            True values (raw units, every target finite): drawn as a dashed
+            line on each marginal.
+        hdi_prob : float
+            Mass of the highest-density interval.
 
         Returns
         -------
         matplotlib.figure.Figure
         """
-        import matplotlib
-
-        if path is not None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        if not -self.num_queries <= query < self.num_queries:
-            raise IndexError(f"query {query} out of range for {self.num_queries} queries")
-        if kind == "trace":
-            if self.backend.family != "mcmc":
-                raise ValueError(
-                    f"kind='trace' needs an MCMC backend; {self.backend.name!r} is "
-                    "variational (its draws are independent): use kind='marginal'"
-                )
-            az = _arviz()
-            idata = az.from_dict(
-                posterior={"z": self.z[query]},
-                dims={"z": ["latent"]},
-                coords={"latent": np.arange(self.z.shape[-1])},
+        if bins is not None:
+            warnings.warn(
+                "Posterior.plot(bins=) is ignored: the marginals are ArviZ kernel density "
+                "estimates now; drop bins=",
+                DeprecationWarning,
+                stacklevel=2,
             )
-            with warnings.catch_warnings():
-                # arviz 0.23 calls a matplotlib API deprecated in 3.11
-                warnings.simplefilter("ignore", DeprecationWarning)
-                axes = az.plot_trace(idata, var_names=["z"], compact=False)
-            fig = np.ravel(axes)[0].figure
-            fig.suptitle(f"{self.backend.name}: trace of z, query {query}", fontsize=10)
-            fig.tight_layout()
-            if path is not None:
-                fig.savefig(path, dpi=110)
-            return fig
-        if kind != "marginal":
-            raise ValueError(f"kind must be 'marginal' or 'trace', got {kind!r}")
-
-        names = self.query.model.schema.names
-        cols = np.flatnonzero(self.query.target_mask[query])
-        if cols.size == 0:
-            raise ValueError(f"query {query} has no target features to plot")
-        ncol = min(4, cols.size)
-        nrow = int(np.ceil(cols.size / ncol))
-        fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
-        x = self._flat(self.x)[query]
-        for ax, j in zip(axes.flat, cols):
-            counts, edges, _ = ax.hist(x[:, j], bins=bins, density=True, color="C0", alpha=0.7)
-            if self.backend.family == "mcmc":
-                for c in range(self.x.shape[1]):
-                    ax.hist(
-                        self.x[query, c, :, j],
-                        bins=edges,
-                        density=True,
-                        histtype="step",
-                        color=f"C{c + 1}",
-                        lw=0.8,
-                    )
-            ax.axvline(x[:, j].mean(), color="k", lw=1)
-            ax.set_title(names[j], fontsize=9)
-            ax.set_yticks([])
-        for ax in list(axes.flat)[cols.size :]:
-            ax.set_visible(False)
-        fig.suptitle(f"{self.backend.name}: posterior predictive, query {query}", fontsize=10)
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=110)
-        return fig
-
-
-def _fold(key, i):
-    return jax.random.fold_in(key, i)
-
-
-@eqx.filter_jit
-def _pointwise_loglik(target, z):
-    """``log p(x_O | z)`` for ``z: [N, M, d]`` -> ``[N, M]``."""
-
-    def one(zs, row):
-        return jax.vmap(target.loglik_fn, (0, None))(zs, row)
-
-    return jax.vmap(one)(z, target.data)
-
-
-@eqx.filter_jit
-def _proposal_draws(backend, target, state, keys, num_samples):
-    """Draws of each row's fitted approximation and their log importance weights."""
-
-    def one(state, key, row):
-        z, log_q = backend.sample_and_log_prob(state, key, num_samples)
-        return z, jax.vmap(target.logdensity_fn, (0, None))(z, row) - log_q
-
-    return jax.vmap(one)(state, keys, target.data)
-
-
-@eqx.filter_jit
-def _decode_mean(likelihood, decode_fn, z):
-    return likelihood.mean(decode_fn(z))
-
-
-def _logsumexp(a):
-    m = a.max(-1, keepdims=True)
-    return m + np.log(np.exp(a - m).sum(-1, keepdims=True))
-
-
-def _psis(lw):
-    """PSIS k-hat and effective sample size per row of log-weights ``[N, S]``."""
-    lw_s, khat = _arviz().psislw(np.array(lw, np.float64))
-    ess = 1.0 / np.exp(_logsumexp(2 * np.asarray(lw_s))[..., 0])
-    return np.asarray(khat), ess
-
-
-def _warn_rows(rows, message):
-    rows = list(rows)
-    if rows:
-        more = "..." if len(rows) > 10 else ""
-        warnings.warn(
-            f"{len(rows)} quer{'y' if len(rows) == 1 else 'ies'} (rows "
-            f"{[int(r) for r in rows[:10]]}{more}): {message}",
-            RuntimeWarning,
-            stacklevel=3,
+        return _plots.plot_posterior(
+            self, path=path, query=query, kind=kind, X_true=X_true, hdi_prob=hdi_prob
         )
-
-
-def _arviz():
-    warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
-    import arviz as az
-
-    return az

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 
 import numpy as np
 
-from vaequery.model import Target
+from vaequery.model import FeatureView, SoftFactor, Target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +149,12 @@ class Query:
         ``interval_mask`` and for one-sided intervals).
     single : bool
         True if the user gave one row (results are still batched ``[1, ...]``).
+    factors : tuple of vaequery.model.SoftFactor
+        Soft constraints on the decoded mean (:meth:`factor`, :meth:`where`),
+        the same for every row.
+    derived : dict
+        Derived targets by name (:meth:`predict`), each a ``DerivedTarget``
+        holding the user's function and the columns it reads.
     """
 
     def __init__(
@@ -162,6 +169,8 @@ class Query:
         hi=None,
         interval=None,
         default_target=False,
+        factors=(),
+        derived=None,
     ):
         import jax
 
@@ -180,6 +189,8 @@ class Query:
         self.single = single
         # the target was not chosen: later evidence (Query.given) shrinks it
         self._default_target = bool(default_target)
+        self.factors = tuple(factors)
+        self.derived = dict(derived or {})
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -306,6 +317,7 @@ class Query:
                         else "a target must be unobserved: choose targets after the evidence"
                     )
                 )
+        _check_derived_intervals(self.derived, itv, schema)
         x = np.where(obs, schema.standardise(np.where(obs, raw, 0.0)), self.x)
         target = self.target_mask & ~new
         return Query(
@@ -318,28 +330,50 @@ class Query:
             hi=np.where(itv, hi, self.hi),
             interval=self.interval_mask | itv,
             default_target=self._default_target,
+            factors=self.factors,
+            derived=self.derived,
         )
 
-    def predict(self, *names, target=None):
-        """Choose the target features.
+    def predict(self, *names, target=None, **derived):
+        """Choose the target features, and functions of the features to predict.
 
         Parameters
         ----------
         *names : str
-            Feature names to predict in every row. Default (no names and no
-            ``target``): every unobserved feature.
+            Feature names to predict in every row. Default (no names, no
+            ``target`` and no derived targets): every unobserved feature.
         target : bool array ``[N, D]`` or ``[D]``, optional
             Explicit target mask instead of names.
+        **derived : callable
+            Derived targets, ``name=fn`` with ``fn(x) -> scalar`` and ``x`` a
+            :class:`vaequery.model.FeatureView` of one row in raw units
+            (``ratio=lambda x: x["a"] / x["b"]``), written with ``jax.numpy``
+            for one row (it is vmapped over rows and draws). After inference,
+            ``Posterior.derived[name]`` ``[N, (chains,) S]`` holds ``fn`` of
+            each posterior-predictive draw of ``x`` (``x ~ p(x | z)`` for each
+            draw of ``z``, observed features at their observed values).
+            Given alone, they are the only targets; a name may not be a
+            feature's, and a function may not read a feature with interval
+            evidence (its draws would ignore the interval).
 
         Returns
         -------
         Query
             A new query; this one is unchanged.
+
+        Examples
+        --------
+        >>> import vaequery as vq
+        >>> vae = vq.testing.LinearGaussian.random(0, 3, 1).vae(names=["a", "b", "c"])
+        >>> vae.given(a=1.0).predict("b", diff=lambda x: x["b"] - x["c"])
+        Query: 1 row; given a = 1; predict b, diff
         """
         schema = self.model.schema
         N, D = self.observed_mask.shape
         if names and target is not None:
             raise TypeError("give target features by name or as a mask, not both")
+        new_derived = {k: _derived_target(self.model, k, fn) for k, fn in derived.items()}
+        _check_derived_intervals(new_derived, self.interval_mask, schema)
         if target is not None:
             tgt = _as_mask(target, (N, D), "target")
         elif names:
@@ -363,7 +397,10 @@ class Query:
                 f"{r}; a target must be unobserved (its predictive draws would ignore the "
                 "interval)"
             )
-        return self._replace(target=tgt.copy(), default_target=not names and target is None)
+        default = not names and target is None
+        if default and derived:  # derived targets alone: no feature targets
+            tgt, default = np.zeros((N, D), bool), False
+        return self._replace(target=tgt.copy(), default_target=default, derived=new_derived)
 
     def _replace(self, **changes):
         """A copy with some constructor arguments changed."""
@@ -376,9 +413,144 @@ class Query:
             "hi": self.hi,
             "interval": self.interval_mask,
             "default_target": self._default_target,
+            "factors": self.factors,
+            "derived": self.derived,
         }
         args.update(changes)
         return Query(self.model, **args)
+
+    # ------------------------------------------------------ soft constraints
+    def factor(self, fn):
+        r"""Add a log-weight on the decoded data to every row; a new query.
+
+        The query model gains the factor site ``numpyro.factor("factor_i",
+        fn(x))`` with ``x`` the decoder's mean :math:`E[x \mid z]` in raw
+        units, so the posterior becomes
+        :math:`p(z \mid x_O)\, e^{fn(E[x \mid z])} / C`. A Gaussian
+        ``-0.5 * ((x["density"] - 0.995) / 0.001) ** 2`` says "density is
+        about 0.995, give or take 0.001", on the decoded mean rather than on a
+        noisy draw.
+
+        Parameters
+        ----------
+        fn : callable
+            ``fn(x) -> scalar`` log-weight; ``x`` is a
+            :class:`vaequery.model.FeatureView` of one row (``x["name"]``,
+            raw units; a binary feature's mean is ``P(x = 1)``, a categorical
+            one's its most likely code, which has no gradient). Written with
+            ``jax.numpy`` for one row: it is vmapped over rows and draws. It
+            is the same for every row.
+
+        Returns
+        -------
+        Query
+
+        Examples
+        --------
+        >>> import vaequery as vq
+        >>> vae = vq.testing.LinearGaussian.random(0, 3, 1).vae(names=["a", "b", "c"])
+        >>> def near_zero(x):
+        ...     return -0.5 * (x["b"] / 0.1) ** 2
+        >>> vae.given(a=1.0).factor(near_zero)
+        Query: 1 row; given a = 1; predict b, c; factor near_zero
+        """
+        return self._add_factor(fn, "factor", 1.0, None)
+
+    def where(self, fn, *, sharpness=1.0, log_weight=None):
+        r"""Add a soft constraint ``fn(x) > 0`` on the decoded data; a new query.
+
+        ``fn(x)`` is a margin ``m`` in raw units (positive where the
+        constraint holds; "density below 0.995" is ``lambda x: 0.995 -
+        x["density"]``) evaluated on the decoder's mean ``E[x | z]``. The
+        query model gains the factor
+
+        * :math:`\log \sigma(s\,m)` (``log_weight=None``): the constraint
+          is observed through logistic noise of scale ``1 / sharpness``; 0
+          when comfortably satisfied, about :math:`-s|m|` when violated;
+        * :math:`w\,\sigma(-s\,m)` (``log_weight=w``, e.g. ``-10``): 0 when
+          comfortably satisfied, ``w`` when violated, a smooth step of width
+          about ``1 / sharpness`` between;
+        * if ``fn`` returns booleans: 0 where true and ``log_weight``
+          (required) where false: a hard step. It has no gradient, so the
+          variational backends (which follow gradients and would not see it)
+          refuse it; ``grid`` and the MCMC backends answer it.
+
+        As ``sharpness`` grows either smooth form tends to the hard
+        constraint. Express ``m`` in units where 1 is a meaningful violation,
+        or set ``sharpness`` to one over that tolerance.
+
+        Parameters
+        ----------
+        fn : callable
+            ``fn(x) -> scalar``, real or boolean; ``x`` a
+            :class:`vaequery.model.FeatureView` (see :meth:`factor`).
+        sharpness : float
+            ``s > 0``, in one over ``fn``'s units.
+        log_weight : float, optional
+            Finite; the log-weight of a violated constraint.
+
+        Returns
+        -------
+        Query
+
+        Examples
+        --------
+        >>> import vaequery as vq
+        >>> vae = vq.testing.LinearGaussian.random(0, 3, 1).vae(names=["a", "b", "c"])
+        >>> def b_positive(x):
+        ...     return x["b"]
+        >>> vae.given(a=1.0).where(b_positive, sharpness=5.0)
+        Query: 1 row; given a = 1; predict b, c; where b_positive
+        """
+        try:
+            s = float(sharpness)
+        except (TypeError, ValueError):
+            s = math.nan
+        if not (math.isfinite(s) and s > 0):
+            raise ValueError(f"sharpness must be a finite number > 0, got {sharpness!r}")
+        if log_weight is not None:
+            try:
+                w = float(log_weight)
+            except (TypeError, ValueError):
+                w = math.nan
+            if not math.isfinite(w):
+                raise ValueError(
+                    f"log_weight must be a finite number (e.g. -10.0), got {log_weight!r}; "
+                    "a hard constraint is a large negative weight or a large sharpness"
+                )
+            log_weight = w
+        return self._add_factor(fn, "where", s, log_weight)
+
+    def _add_factor(self, fn, kind, sharpness, log_weight):
+        schema = self.model.schema
+        out = _trace_row_fn(self.model, fn, f"{kind}()")[0]
+        if out.dtype == bool and (kind == "factor" or log_weight is None):
+            raise TypeError(
+                f"{kind}(): the function returns a boolean; "
+                + (
+                    "a factor is a real log-weight (use where(fn, log_weight=...) for a condition)"
+                    if kind == "factor"
+                    else "a boolean condition needs log_weight= (the log-weight where it is "
+                    "false, e.g. -10.0)"
+                )
+            )
+        f = SoftFactor(
+            fn=fn,
+            kind=kind,
+            sharpness=sharpness,
+            log_weight=log_weight,
+            names=tuple(schema.names),
+            loc=tuple(float(ft.loc) for ft in schema),
+            scale=tuple(float(ft.scale) for ft in schema),
+            real=tuple(ft.kind == "real" for ft in schema),
+            step=out.dtype == bool,
+        )
+        return self._replace(factors=self.factors + (f,))
+
+    @property
+    def has_factors(self) -> bool:
+        """Whether the query has soft constraints (:meth:`factor`, :meth:`where`)."""
+        return bool(self.factors)
 
     def _rows(self, start, stop):
         """The query of rows ``start:stop``."""
@@ -441,8 +613,9 @@ class Query:
             for k, v in self._observed_row(r).items()
         ]
         given = ", ".join(ev) if ev else "nothing"
-        tg = ", ".join(self.targets[r]) if self.target_mask[r].any() else "nothing"
-        return f"given {given}; predict {tg}"
+        tg = ", ".join(self.targets[r] + list(self.derived)) or "nothing"
+        soft = "".join(f"; {f.describe()}" for f in self.factors)
+        return f"given {given}; predict {tg}{soft}"
 
     def _observed_row(self, r):
         return self._rows(r, r + 1).observed[0]
@@ -501,7 +674,14 @@ class Query:
             raise IndexError(f"row {row} out of range for {self.num_queries} queries")
         import jax.numpy as jnp
 
-        return self.model._numpyro_model, {k: jnp.asarray(v[row]) for k, v in self.data.items()}
+        model_fn = self._model_fns()[0]
+        return model_fn, {k: jnp.asarray(v[row]) for k, v in self.data.items()}
+
+    def _model_fns(self):
+        """``(numpyro_model, (logdensity_fn, logprior_fn))`` with this query's factors."""
+        if not self.factors:
+            return self.model._numpyro_model, self.model._target_fns
+        return _factor_model(self.model, self.factors)
 
     def target(self) -> Target:
         """The :class:`vaequery.model.Target` backends consume (all rows)."""
@@ -509,7 +689,7 @@ class Query:
 
         from vaequery.model import DecoderSampler
 
-        logdensity_fn, logprior_fn = self.model._target_fns
+        numpyro_model, (logdensity_fn, logprior_fn) = self._model_fns()
         return Target(
             logdensity_fn=logdensity_fn,
             logprior_fn=logprior_fn,
@@ -518,7 +698,7 @@ class Query:
             encode_fn=self.model.encode_fn,
             data={k: jnp.asarray(v) for k, v in self.data.items()},
             sample_x_fn=DecoderSampler(self.model.decode_fn, self.model.likelihood),
-            numpyro_model=self.model._numpyro_model,
+            numpyro_model=numpyro_model,
         )
 
     # ----------------------------------------------------------------- infer
@@ -561,11 +741,13 @@ class Query:
         Returns
         -------
         vaequery.Posterior
+            With ``derived`` ``{name: [N, (chains,) S]}``, the draws of the
+            derived targets chosen with :meth:`predict` (empty without).
         """
         from vaequery.fit import run
 
         self._check_backend(backend)
-        return run(
+        post = run(
             self,
             backend,
             key,
@@ -574,10 +756,18 @@ class Query:
             on_error=on_error,
             **hyperparameters,
         )
+        if self.derived:
+            post.derived = _derived_draws(self, post)
+        return post
 
     def _check_backend(self, backend):
-        """Refuse a backend that would silently drop this query's interval evidence."""
-        if not self.has_intervals:
+        """Refuse a backend that would silently drop interval evidence or soft factors.
+
+        Backends that read only point evidence refuse both; gradient-based
+        (variational) backends refuse a boolean :meth:`where`, whose step has
+        no gradient.
+        """
+        if not (self.has_intervals or self.has_factors):
             return
         from vaequery.backends import _base
 
@@ -590,11 +780,23 @@ class Query:
                 for n, c in _base._REGISTRY.items()
                 if not issubclass(c, _base.AmortizedBackend) and n not in _NO_INTERVALS
             )
-            r, c = np.argwhere(self.interval_mask)[0]
+            if self.has_intervals:
+                r, c = np.argwhere(self.interval_mask)[0]
+                what = f"the interval evidence on feature {self.model.schema.names[c]!r} (row {r})"
+            else:
+                what = f"the soft constraint '{self.factors[0].describe()}'"
             raise ValueError(
                 f"backend {cls.name!r} reads only point evidence (x, observed) and would "
-                f"ignore the interval evidence on feature {self.model.schema.names[c]!r} "
-                f"(row {r}); backends that answer interval evidence: {ok}"
+                f"ignore {what}; backends that answer interval evidence and soft "
+                f"constraints: {ok}"
+            )
+        step = next((f for f in self.factors if f.step), None)
+        if step is not None and issubclass(cls, _base.VIBackend):
+            raise ValueError(
+                f"backend {cls.name!r} follows gradients, and the boolean condition of "
+                f"'{step.describe()}' is a step without one: the backend would not see it. "
+                "Give where() a real margin (fn(x) > 0 where it holds, with sharpness=), or use "
+                "a backend that evaluates the density itself ('grid', 'nuts', 'hmc', 'chees')"
             )
 
     def infer_stream(self, backend="gaussian", key=0, **kwargs):
@@ -617,12 +819,174 @@ class Query:
         from vaequery.stream import infer_stream
 
         self._check_backend(backend)
+        if self.derived:
+            raise ValueError(
+                f"infer_stream does not compute derived targets ({_feature_list(self.derived)}); "
+                "use infer (with chunk_size= to bound memory), or predict features only"
+            )
         return infer_stream(self, backend, key, **kwargs)
+
+    def __getstate__(self):
+        # a lambda or a local function cannot be pickled: say which one, and what works
+        import pickle
+
+        fns = [(f.describe(), f.fn) for f in self.factors]
+        fns += [(f"derived target {k!r}", d.fn) for k, d in self.derived.items()]
+        for what, fn in fns:
+            try:
+                pickle.dumps(fn)
+            except Exception as e:
+                raise TypeError(
+                    f"cannot pickle this query: the function of its {what} cannot be pickled "
+                    f"({type(e).__name__}: {e}). Define it with def at module level (or use "
+                    "functools.partial of such a function) to pickle the query"
+                ) from None
+        return self.__dict__
+
+    def next_feature(self, candidates=None, num_samples=10, backend="gaussian", key=0, **kwargs):
+        """The feature each row should measure next (see :func:`vaequery.acquisition.next_feature`).
+
+        Parameters
+        ----------
+        candidates : list of str, optional
+        num_samples : int, default 10
+        backend : str or backend object, default "gaussian"
+        key : int or jax PRNG key
+        **kwargs
+            Passed to :func:`vaequery.acquisition.next_feature`.
+
+        Returns
+        -------
+        vaequery.acquisition.FeatureChoice
+        """
+        from vaequery.acquisition import next_feature
+
+        return next_feature(self, candidates, num_samples, backend, key, **kwargs)
 
 
 #: Backends that complete the row with imputed values or encode it: they see only
 #: ``x``/``observed`` (amortized backends are refused by class as well).
 _NO_INTERVALS = frozenset({"mwg", "pseudo_gibbs", "feature_vi"})
+
+
+# ------------------------------------------------- soft factors, derived targets
+#: ``{VAE: {factors: (numpyro_model, target_fns)}}``: equal factors on one model
+#: share one model function, so a second query with them does not recompile.
+_FACTOR_MODELS = weakref.WeakKeyDictionary()
+
+
+def _factor_model(model, factors):
+    from vaequery.model import build_numpyro_model, target_functions
+
+    cache = _FACTOR_MODELS.setdefault(model, {})
+    if factors not in cache:
+        fn = build_numpyro_model(
+            model.decode_fn, model.likelihood, model.latent_dim, factors=factors
+        )
+        cache[factors] = (fn, target_functions(fn))
+    return cache[factors]
+
+
+def _trace_row_fn(model, fn, what):
+    """Evaluate ``fn`` abstractly on one row; ``(output ShapeDtypeStruct, columns read)``.
+
+    Catches, at query time, a non-callable, an unknown feature name and a
+    non-scalar output, naming ``what``.
+    """
+    import jax
+
+    if not callable(fn):
+        raise TypeError(f"{what} needs a function fn(x) -> scalar, got {type(fn).__name__}")
+    names = model.schema.names
+    used = []
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)
+    try:
+        out = jax.eval_shape(
+            lambda x: fn(FeatureView(names, x, used)), jax.ShapeDtypeStruct((len(names),), dtype)
+        )
+    except KeyError as e:
+        raise type(e)(f"{what}: {e.args[0] if e.args else e}") from None
+    if not hasattr(out, "shape") or out.shape != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            f"{what}: the function must return one number per row (shape ()), got {shape}; "
+            'it sees one row: x["name"] is a scalar'
+        )
+    return out, tuple(sorted(set(used)))
+
+
+@dataclasses.dataclass(frozen=True)
+class DerivedTarget:
+    """A derived target: the user's function and the feature columns it reads.
+
+    Attributes
+    ----------
+    fn : callable
+        ``fn(x) -> scalar`` on a :class:`vaequery.model.FeatureView`.
+    columns : tuple of int
+    """
+
+    fn: object
+    columns: tuple
+
+
+def _derived_target(model, name, fn):
+    if name in model.schema.names:
+        raise ValueError(
+            f"derived target {name!r} has the name of a feature; name it otherwise "
+            f"(features: {model.schema.names})"
+        )
+    # a boolean output is fine: its draws are 0/1, their mean an event's probability
+    _, cols = _trace_row_fn(model, fn, f"derived target {name!r}")
+    return DerivedTarget(fn, cols)
+
+
+def _check_derived_intervals(derived, interval_mask, schema):
+    for name, d in derived.items():
+        cols = list(d.columns)
+        hit = interval_mask[:, cols] if cols else np.zeros((len(interval_mask), 0), bool)
+        if hit.any():
+            r, c = np.argwhere(hit)[0]
+            raise ValueError(
+                f"derived target {name!r} reads feature {schema.names[cols[c]]!r}, which has "
+                f"interval evidence in row {r}; its predictive draws would ignore the interval "
+                "(a derived target may read observed and unobserved features)"
+            )
+
+
+def _derived_draws(query, post):
+    """``{name: [N, (chains,) S]}``: each derived target of each posterior-predictive draw."""
+    import jax
+    import jax.numpy as jnp
+
+    model = query.model
+    schema = model.schema
+    z = post.z
+    lead = z.shape[:-1]
+    if not z.size:  # an empty batch
+        return {k: np.zeros(lead, z.dtype) for k in query.derived}
+    z = jnp.asarray(z.reshape(lead[0], -1, z.shape[-1]))
+    real = jnp.asarray([f.kind == "real" for f in schema])
+    loc = jnp.asarray([float(f.loc) for f in schema], z.dtype)
+    scale = jnp.asarray([float(f.scale) for f in schema], z.dtype)
+    names = schema.names
+    fns = {k: d.fn for k, d in query.derived.items()}
+
+    def one_draw(key, zs, x_obs, obs):
+        x = model.likelihood.sample(key, model.decode_fn(zs))
+        x = jnp.where(obs, x_obs, x)
+        view = FeatureView(names, jnp.where(real, x * scale + loc, x))
+        return {k: jnp.asarray(fn(view), z.dtype) for k, fn in fns.items()}
+
+    def one_row(key, zs, x_obs, obs):
+        keys = jax.random.split(key, zs.shape[0])
+        return jax.vmap(one_draw, (0, 0, None, None))(keys, zs, x_obs, obs)
+
+    keys = jax.random.split(jax.random.fold_in(post._key, 2), lead[0])
+    out = jax.jit(jax.vmap(one_row))(
+        keys, z, jnp.asarray(query.x, z.dtype), jnp.asarray(query.observed_mask)
+    )
+    return {k: np.asarray(v).reshape(lead) for k, v in out.items()}
 
 
 def _per_row(bound, n, name):

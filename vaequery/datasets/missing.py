@@ -26,12 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaequery._batch import as_key
 from vaequery.datasets._tables import MaskedTable
 
 
 def _key(key):
-    from vaequery.fit import as_key
-
     return as_key(key)
 
 

@@ -74,7 +74,7 @@ class Guide:
     def __setstate__(self, state):
         import io
 
-        from vaequery.io import read_leaves
+        from vaequery._leaves import read_leaves
 
         state = dict(state)
         weights = state.pop("weights")
