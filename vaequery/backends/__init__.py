@@ -13,6 +13,7 @@ from vaequery.backends._base import (
     register,
 )
 from vaequery.backends.chees import ChEES
+from vaequery.backends.fcn import FCN
 from vaequery.backends.feature_vi import FeatureVI
 from vaequery.backends.fill_zeros import FillZeros, RetunedEncoder
 from vaequery.backends.fullrank import FullRank
@@ -33,6 +34,7 @@ __all__ = [
     "ChEES",
     "Backend",
     "DecoderOnly",
+    "FCN",
     "FillZeros",
     "PosteriorMatching",
     "RetunedEncoder",
