@@ -9,6 +9,7 @@ from vaequery.fit import InferenceError, InferenceWarning
 from vaequery.io import load, load_posterior, pretrained
 from vaequery.posterior import Posterior
 from vaequery.query import Interval, Query, above, below, between
+from vaequery.report.imputation import rubin
 from vaequery.schema import Feature, Schema
 from vaequery.train import train
 from vaequery.vae import VAE, from_decoder
@@ -28,6 +29,7 @@ __all__ = [
     "backends",
     "below",
     "between",
+    "rubin",
     "compare",
     "datasets",
     "disable_compilation_cache",

@@ -16,6 +16,7 @@ import numpy as np
 
 from vaequery.report import arviz as _arviz
 from vaequery.report import diagnostics as _diagnostics
+from vaequery.report import imputation as _imputation
 from vaequery.report import metrics as _metrics
 from vaequery.report import plots as _plots
 from vaequery.report import tables as _tables
@@ -211,6 +212,51 @@ class Posterior:
         if self.num_queries == 1:
             return df.drop(columns="query").set_index("feature")
         return df.set_index(["query", "feature"])
+
+    def impute(self, m=None, kind="mean", key=None, as_frame=False):
+        """The query's table completed: observed values kept, the rest imputed.
+
+        Parameters
+        ----------
+        m : int, optional
+            ``None``: one table, each unobserved value replaced by a point
+            summary of its posterior predictive (``kind``). An int: ``m``
+            completed tables for multiple imputation, table ``i`` filled with
+            one posterior-predictive draw ``x ~ p(x | z_i)`` per row (decoder
+            noise included; ``z_i`` spread evenly over the draws), to be
+            analysed separately and pooled with :func:`vaequery.rubin`.
+            Needs ``m`` <= the number of draws per query.
+        kind : {"mean", "median"}
+            Point summary of a real feature: the predictive mean, or the
+            median of predictive draws (for heavy tails). Binary and
+            categorical features take the most frequent predictive value.
+        key : int or jax PRNG key, optional
+            For the predictive draws (default: from the posterior's key).
+        as_frame : bool
+            Return pandas DataFrames with the feature names as columns.
+
+        Returns
+        -------
+        ndarray ``[N, D]`` or ``[m, N, D]`` (or DataFrame / list of them)
+            Raw units; every feature, not only the targets. Categorical
+            features are level codes.
+
+        Raises
+        ------
+        ValueError
+            For rows with interval evidence (draws from ``p(x | z)`` would
+            ignore it), or ``m`` larger than the draws.
+
+        Examples
+        --------
+        >>> import numpy as np, vaequery as vq
+        >>> oracle = vq.testing.LinearGaussian.random(0, num_features=3, latent_dim=1)
+        >>> post = oracle.vae().given(np.array([[0.5, np.nan, 1.0]])).infer(
+        ...     "gaussian", num_draws=20, num_steps=20)
+        >>> post.impute().shape, post.impute(m=5).shape
+        ((1, 3), (5, 1, 3))
+        """
+        return _imputation.impute(self, m=m, kind=kind, key=key, as_frame=as_frame)
 
     def to_pandas(self, latent=False):
         """The draws as a tidy table: one row per (query, draw).
