@@ -110,3 +110,28 @@ def test_impute_refuses_what_it_cannot_do(fitted):
         post.impute(kind="mode")
     frame = post.impute(as_frame=True)
     assert list(frame.columns) == lin.vae().schema.names
+
+
+def test_summary_gives_level_probabilities_of_discrete_targets():
+    # feature "b"'s logits do not depend on z: its predictive is softmax(c) exactly,
+    # whatever the evidence on "a" (whose logits do depend on z)
+    import jax.numpy as jnp
+
+    c = jnp.array([0.5, -1.0, 1.5])
+
+    def decode(z):
+        a = z[..., :1] * jnp.array([1.0, 0.0, -1.0])
+        return jnp.stack([a, jnp.broadcast_to(c, a.shape)], -2)
+
+    levels = ("lo", "mid", "hi")
+    feats = [vq.Feature(n, "categorical", num_levels=3, levels=levels) for n in "ab"]
+    model = vq.from_decoder(decode, 1, feats, likelihood="categorical")
+    post = model.given(a="hi").predict("b").infer("fullrank", key=0, num_draws=4000)
+    table = post.summary()
+    assert list(table.index) == ["b=lo", "b=mid", "b=hi"]
+    exact = np.exp(c) / np.exp(c).sum()
+    # 4,000 draws: sd of a share <= 0.008
+    np.testing.assert_allclose(table["mean"].to_numpy(), exact, atol=0.035)
+    assert table["sd"].isna().all()
+    completed = post.impute()
+    assert completed[0, 0] == 2 and completed[0, 1] == int(np.argmax(exact))  # the mode

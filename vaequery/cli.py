@@ -268,10 +268,11 @@ def _load_model(spec):
 
 def _level_table(post, vae, name):
     """``[(level, probability)]`` of a binary/categorical target, most likely first."""
+    from vaequery.report.imputation import level_probabilities
+
     f = vae.schema.features[vae.schema.index(name)]
-    draws = np.asarray(post.x)[0, ..., vae.schema.index(name)].ravel()
     labels = f.levels or tuple(str(k) for k in range(f.num_levels))
-    p = np.bincount(draws.astype(int), minlength=f.num_levels) / draws.size
+    p = level_probabilities(post)[name][0]
     return sorted(zip(labels, p), key=lambda t: -t[1])
 
 
@@ -314,11 +315,11 @@ def _query(args):
     print(f"given {evidence}; backend {args.backend}, {np.asarray(post.x).shape[-2]} draws")
     table = post.summary()
     kinds = {f.name: f.kind for f in vae.schema}
-    real = [n for n in table.index if kinds.get(n, "real") == "real"]
+    real = [n for n in table.index if kinds.get(n) == "real"]
     if real:
         print(table.loc[real].to_string(float_format=lambda v: f"{v:.4g}"))
-    for n in table.index:
-        if kinds.get(n, "real") != "real":
+    for n in args.predict or [f.name for f in vae.schema if f.name not in given]:
+        if kinds[n] != "real":
             probs = ", ".join(f"{lvl} {pr:.2f}" for lvl, pr in _level_table(post, vae, n))
             print(f"{n}: {probs}")
     if args.plot:

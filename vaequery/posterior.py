@@ -180,6 +180,11 @@ class Posterior:
     def summary(self, prob=0.94):
         """Mean, sd and HDI of every target feature of every query (raw units).
 
+        A binary or categorical target gets one row per level, named
+        ``"feature=level"``, whose ``mean`` is the level's posterior-predictive
+        probability (the share of draws ``x ~ p(x | z)`` at that level) and
+        whose sd and HDI are NaN.
+
         Parameters
         ----------
         prob : float
@@ -198,8 +203,19 @@ class Posterior:
         mean, sd = x.mean(1), x.std(1, ddof=1) if x.shape[1] > 1 else np.zeros_like(x[:, 0])
         pct = (1 - prob) / 2 * 100
         rows = []
+        schema = self.query.model.schema
+        discrete = [j for j, f in enumerate(schema) if f.kind != "real"]
+        probs = _imputation.level_probabilities(self) if discrete else {}
+        nan = float("nan")
         for i, j in np.argwhere(self.query.target_mask):
-            rows.append((i, names[j], mean[i, j], sd[i, j], lo[i, j], hi[i, j]))
+            f = schema.features[j]
+            if f.kind == "real":
+                rows.append((i, names[j], mean[i, j], sd[i, j], lo[i, j], hi[i, j]))
+                continue
+            # one row per level: its predictive probability (no sd or interval)
+            labels = f.levels or tuple(str(k) for k in range(f.num_levels))
+            p = probs[f.name][i]
+            rows += [(i, f"{names[j]}={lv}", p[k], nan, nan, nan) for k, lv in enumerate(labels)]
         for name, v in self.derived.items():  # derived targets (Query.predict), every row
             v = self._flat(v)
             dlo, dhi = hdi(v, prob)

@@ -214,3 +214,33 @@ def rubin(estimates, variances):
         df = np.where(b > 0, (m - 1) * (1 + w / ((1 + 1 / m) * b)) ** 2, np.inf)
         fmi = np.where(t > 0, (1 + 1 / m) * b / np.where(t > 0, t, 1.0), 0.0)
     return RubinPooled(qbar, t, w, b, df, fmi)
+
+
+def level_probabilities(post, key=None):
+    """Predictive probabilities of the levels of every binary/categorical feature.
+
+    Parameters
+    ----------
+    post : vaequery.Posterior
+    key : int or jax PRNG key, optional
+        For the predictive draws (default: from the posterior's key).
+
+    Returns
+    -------
+    dict
+        ``{feature name: ndarray [N, num_levels]}``: the share of the
+        posterior-predictive draws ``x ~ p(x | z)`` at each level (codes
+        ``0 .. num_levels - 1``; binary: ``[P(0), P(1)]``), per query. An
+        observed feature puts probability 1 on its value.
+    """
+    schema = post.query.model.schema
+    cols = [j for j, f in enumerate(schema) if f.kind != "real"]
+    if not cols:
+        return {}
+    draws = np.rint(predictive_draws(post, key)).astype(np.int64)  # [N, M, D]
+    out = {}
+    for j in cols:
+        f = schema.features[j]
+        k = np.arange(f.num_levels)
+        out[f.name] = (draws[:, :, j, None] == k).mean(1)
+    return out
