@@ -68,7 +68,7 @@ def _positive_int(name, value):
     return int(value)
 
 
-def map_rows(fn, xs, chunk_size=None):
+def map_rows(fn, xs, chunk_size=None, sharding=None):
     """``vmap(fn)(*xs)`` over the leading (row) axis, ``chunk_size`` rows at a time.
 
     Chunks run one after another under ``lax.map``, each one ``vmap`` of
@@ -78,7 +78,16 @@ def map_rows(fn, xs, chunk_size=None):
     number of rows, and a batch of any length compiles one chunk body. Done by
     hand rather than with ``lax.map(batch_size=...)``, which fails on outputs
     with a zero-size axis (MCMC backends return an empty loss trace).
+
+    With ``sharding`` (a :class:`jax.sharding.NamedSharding` of a 1-D mesh,
+    ``PartitionSpec("q")``), the rows ``[N]`` are split over the mesh's
+    ``n_dev`` devices and ``chunk_size`` counts rows *per device*: each
+    ``lax.map`` step runs ``chunk_size`` of every device's own rows, so no row
+    moves between devices. ``N`` must then be a multiple of ``n_dev`` (of
+    ``n_dev * chunk_size`` when chunked); :func:`vaequery.fit.run` pads to it.
     """
+    if sharding is not None:
+        return _map_rows_sharded(fn, xs, chunk_size, sharding)
     if chunk_size is None:
         return jax.vmap(fn)(*xs)
     n = jax.tree_util.tree_leaves(xs)[0].shape[0]
@@ -92,3 +101,43 @@ def map_rows(fn, xs, chunk_size=None):
 
     out = jax.lax.map(lambda a: jax.vmap(fn)(*a), jax.tree.map(chunks, xs))
     return jax.tree.map(lambda y: y.reshape((n_chunks * chunk_size,) + y.shape[2:])[:n], out)
+
+
+def _map_rows_sharded(fn, xs, chunk_size, sharding):
+    """:func:`map_rows` with the row axis split over ``sharding``'s devices."""
+    P = jax.sharding.PartitionSpec
+    mesh = sharding.mesh
+    (axis,) = mesh.axis_names
+    n_dev = mesh.devices.size
+    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    width = n_dev * (chunk_size or 1)
+    if n % width:
+        raise ValueError(f"{n} rows do not split into {n_dev} devices x {chunk_size} rows")
+
+    def constrain(tree, spec):
+        return jax.tree.map(
+            lambda a: jax.lax.with_sharding_constraint(a, jax.sharding.NamedSharding(mesh, spec)),
+            tree,
+        )
+
+    xs = constrain(xs, P(axis))
+    if chunk_size is None:
+        return constrain(jax.vmap(fn)(*xs), P(axis))
+    # device j holds rows [j m, (j + 1) m), m = n / n_dev; chunk c takes rows
+    # j m + c chunk_size + [0, chunk_size) of every device j: a local reshape and
+    # transpose, so the layout change costs no communication
+    n_chunks = n // width
+
+    def chunks(a):
+        a = a.reshape((n_dev, n_chunks, chunk_size) + a.shape[1:]).swapaxes(0, 1)
+        return a.reshape((n_chunks, width) + a.shape[3:])
+
+    def unchunk(y):
+        y = y.reshape((n_chunks, n_dev, chunk_size) + y.shape[2:]).swapaxes(0, 1)
+        return y.reshape((n,) + y.shape[3:])
+
+    out = jax.lax.map(
+        lambda a: constrain(jax.vmap(fn)(*constrain(a, P(axis))), P(axis)),
+        constrain(jax.tree.map(chunks, xs), P(None, axis)),
+    )
+    return constrain(jax.tree.map(unchunk, out), P(axis))

@@ -6,6 +6,12 @@ calls one ``equinox.filter_jit``-compiled function that vmaps
 ``chunk_size`` is given, to bound memory). The compiled program is cached per
 (backend hyper-parameters, model, batch shape): a second query of the same shape
 does not recompile.
+
+With ``devices=`` the rows are sharded over a 1-D :class:`jax.sharding.Mesh`
+(axis ``"q"``): the per-row inputs are placed with
+``NamedSharding(mesh, PartitionSpec("q"))`` and the same jitted program runs
+every device's rows on that device (JAX's SPMD partitioner, no hand-written
+dispatch).
 """
 
 from __future__ import annotations
@@ -32,13 +38,110 @@ class InferenceWarning(RuntimeWarning):
 ON_ERROR = ("warn", "raise", "ignore")
 
 
+#: The mesh axis the query rows are split along.
+ROW_AXIS = "q"
+
+
 @eqx.filter_jit
-def _run_batch(backend, target, likelihood, keys, num_draws, chunk_size):
+def _run_batch(backend, target, likelihood, keys, num_draws, chunk_size, sharding=None):
     def one(k, row):
         fit = backend.run_one(k, target, row, num_draws)
         return fit, likelihood.mean(target.decode_fn(fit.z))
 
-    return map_rows(one, (keys, target.data), chunk_size)
+    return map_rows(one, (keys, target.data), chunk_size, sharding)
+
+
+def resolve_devices(devices):
+    """The devices ``devices=`` names, as a list (``None`` for the default single device).
+
+    Parameters
+    ----------
+    devices : None, "all", int or sequence of jax.Device
+        ``None``: today's single-device run. ``"all"``: every device
+        :func:`jax.devices` lists (after :func:`jax.distributed.initialize`,
+        those of every host). An int ``n``: the first ``n`` of them. A list or
+        tuple of distinct :class:`jax.Device` objects: those.
+
+    Returns
+    -------
+    list of jax.Device or None
+
+    Raises
+    ------
+    ValueError
+        ``devices`` is 0 or negative, more than are visible, an unknown
+        string, an empty list or a list with repeats.
+    TypeError
+        Anything else (a float, a bool, a list of non-devices).
+    """
+    if devices is None:
+        return None
+    accepted = (
+        "accepted: None (one device, the default), 'all', an int count >= 1, or a list of "
+        "jax devices (from jax.devices())"
+    )
+    visible = jax.devices()
+    if isinstance(devices, str):
+        if devices != "all":
+            raise ValueError(f"devices={devices!r} is not a known setting; {accepted}")
+        return list(visible)
+    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        if devices < 1:
+            raise ValueError(f"devices must be >= 1, got {devices}; {accepted}")
+        if devices > len(visible):
+            raise ValueError(
+                f"devices={devices}, but only {len(visible)} {visible[0].platform} device(s) "
+                f"are visible; pass devices <= {len(visible)} or 'all' (on CPU, "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N, set before jax is "
+                "imported, gives N host devices)"
+            )
+        return list(visible[: int(devices)])
+    if isinstance(devices, (list, tuple)) and all(isinstance(d, jax.Device) for d in devices):
+        if not devices:
+            raise ValueError(f"devices is an empty list; {accepted}")
+        if len(set(devices)) != len(devices):
+            raise ValueError(f"devices lists a device more than once: {list(devices)}")
+        return list(devices)
+    raise TypeError(
+        f"devices must be None, 'all', an int or a list of jax devices, got "
+        f"{type(devices).__name__} {devices!r}; {accepted}"
+    )
+
+
+def _row_sharding(devices):
+    """``NamedSharding`` splitting axis 0 over a 1-D mesh of ``devices``."""
+    mesh = jax.sharding.Mesh(np.array(devices), (ROW_AXIS,))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(ROW_AXIS))
+
+
+def _shard_rows(tree, idx, sharding):
+    """Rows ``idx`` of every leaf ``[N, ...]`` of ``tree``, placed by ``sharding``.
+
+    Built with :func:`jax.make_array_from_callback`, so under
+    :func:`jax.distributed.initialize` each process places only its own
+    devices' rows (every process must hold the same query).
+    """
+
+    def place(a):
+        typed = jnp.issubdtype(a.dtype, jax.dtypes.prng_key)
+        host = np.asarray(jax.random.key_data(a) if typed else a)[idx]
+        out = jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
+        return jax.random.wrap_key_data(out, impl=jax.random.key_impl(a)) if typed else out
+
+    return jax.tree.map(place, tree)
+
+
+def _host_rows(tree, n):
+    """The first ``n`` rows of every leaf of a (possibly multi-host) sharded ``tree``, as NumPy."""
+
+    def get(a):
+        if not a.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            a = multihost_utils.process_allgather(a, tiled=True)
+        return np.asarray(a)[:n]
+
+    return jax.tree.map(get, tree)
 
 
 def _posterior_start(post, query):
@@ -88,30 +191,58 @@ def _resolve_init(backend, hyperparameters):
 
 
 def run(
-    query, backend, key=0, *, num_draws=None, chunk_size=None, on_error="warn", **hyperparameters
+    query,
+    backend,
+    key=0,
+    *,
+    num_draws=None,
+    chunk_size=None,
+    on_error="warn",
+    devices=None,
+    **hyperparameters,
 ):
     """Run ``backend`` on every row of ``query``; see :meth:`vaequery.Query.infer`."""
     from vaequery.posterior import Posterior
 
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {list(ON_ERROR)}, got {on_error!r}")
+    devices = resolve_devices(devices)
     backend, target, keys, key, num_draws, chunk_size = prepare(
         query, backend, key, num_draws, chunk_size, hyperparameters
     )
-    fit, x_model = _run_batch(backend, target, query.model.likelihood, keys, num_draws, chunk_size)
-    loss = np.asarray(fit.loss)
-    z = np.asarray(fit.z)
+    if devices is None or query.num_queries == 0:  # no rows: nothing to split
+        fit, x_model = _run_batch(
+            backend, target, query.model.likelihood, keys, num_draws, chunk_size
+        )
+        state, info = fit.state, fit.info
+        loss, z, x_model = np.asarray(fit.loss), np.asarray(fit.z), np.asarray(x_model)
+    else:
+        N, n_dev = query.num_queries, len(devices)
+        per_device = -(-N // n_dev)
+        if chunk_size is not None and chunk_size >= per_device:
+            chunk_size = None
+        # pad with copies of row 0 to n_dev equal shards of whole chunks; dropped below
+        width = n_dev * (chunk_size or per_device)
+        idx = np.zeros(-(-N // width) * width, int)
+        idx[:N] = np.arange(N)
+        sharding = _row_sharding(devices)
+        keys = _shard_rows(keys, idx, sharding)
+        target = target._replace(data=_shard_rows(target.data, idx, sharding))
+        fit, x_model = _run_batch(
+            backend, target, query.model.likelihood, keys, num_draws, chunk_size, sharding
+        )
+        fit, x_model = _host_rows((fit, x_model), N)
+        state, info, loss, z = fit.state, fit.info, fit.loss, fit.z
     failed = failed_rows(loss, z)
     report_failed(backend, np.flatnonzero(failed), query.num_queries, on_error, stacklevel=4)
-    x_model = np.asarray(x_model)
     return Posterior(
         query=query,
         backend=backend,
-        state=fit.state,
+        state=state,
         z=z,
         x_model=x_model,
         loss=loss,
-        info=fit.info,
+        info=info,
         key=key,
         failed=failed,
     )

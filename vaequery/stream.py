@@ -257,6 +257,11 @@ def infer_stream(
     """
     from vaequery.posterior import Posterior
 
+    if "devices" in hyperparameters:
+        raise TypeError(
+            "infer_stream does not shard rows over devices; use Query.infer(..., devices=...) "
+            "(with chunk_size= to bound memory per device), or stream on one device"
+        )
     if keep not in KEEP:
         raise ValueError(f"keep must be one of {list(KEEP)}, got {keep!r}")
     if on_error not in _fit.ON_ERROR:
