@@ -2,7 +2,7 @@
 
 The query model is an ordinary NumPyro model::
 
-    z ~ N(0, I_d)
+    z ~ N(0, I_d)            or the sites of a custom latent prior (LatentPrior)
     x_k ~ p_k(x_k | decode(z))   masked to the observed features, obs=x
     factor log P(lo_k <= x_k <= hi_k | decode(z))   summed over interval evidence
     factor f_i(E[x | z])                             soft constraints (Query.factor/where)
@@ -15,6 +15,7 @@ are computed from that model with :func:`numpyro.infer.util.log_density`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -27,7 +28,7 @@ from numpyro import handlers
 from numpyro.infer.util import log_density
 
 
-def build_numpyro_model(decode_fn, likelihood, latent_dim: int, factors=()):
+def build_numpyro_model(decode_fn, likelihood, latent_dim: int, factors=(), prior=None):
     r"""Return ``model(x, observed)`` for a decoder and a factorised likelihood.
 
     Parameters
@@ -42,6 +43,11 @@ def build_numpyro_model(decode_fn, likelihood, latent_dim: int, factors=()):
         sites ``"factor_0"``, ``"factor_1"``, ... (:class:`SoftFactor`, used by
         ``Query.factor`` and ``Query.where``). Like every observed site they
         count in the log-likelihood, not in the log-prior.
+    prior : LatentPrior, optional
+        A custom latent prior: its NumPyro model runs unchanged inside the
+        query model (its sites keep their names) and the decoder receives the
+        flat vector :meth:`LatentPrior.ravel` of their values. Default: the
+        single site ``"z" ~ N(0, I_d)``.
 
     Returns
     -------
@@ -50,15 +56,19 @@ def build_numpyro_model(decode_fn, likelihood, latent_dim: int, factors=()):
         everywhere; unobserved entries are ignored) and ``observed: bool [D]``,
         and optionally interval (censored) evidence ``lo, hi: [D]`` (model
         units, ``-inf``/``inf`` for one-sided) with its mask ``interval: bool
-        [D]``. Latent site ``"z"``; observed sites ``"x"`` (one kind of
-        feature) or ``"x_real"``, ``"x_binary"``, ``"x_categorical"`` (mixed
-        kinds); interval evidence is the factor site ``"x_interval"``,
+        [D]``. Latent site ``"z"`` (or the custom prior's sites); observed
+        sites ``"x"`` (one kind of feature) or ``"x_real"``, ``"x_binary"``,
+        ``"x_categorical"`` (mixed kinds); interval evidence is the factor site ``"x_interval"``,
         :math:`\sum_k \log P(lo_k \le x_k \le hi_k \mid z)`
         (:meth:`vaequery.likelihoods.Likelihood.log_prob_interval`).
     """
 
     def model(x, observed, lo=None, hi=None, interval=None):
-        z = numpyro.sample("z", dist.Normal(jnp.zeros(latent_dim), 1.0).to_event(1))
+        if prior is None:
+            z = numpyro.sample("z", dist.Normal(jnp.zeros(latent_dim), 1.0).to_event(1))
+        else:
+            tr = handlers.trace(prior.fn).get_trace()
+            z = prior.ravel({n: tr[n]["value"] for n in prior.names})
         params = decode_fn(z)
         for kind, cols, d in likelihood.numpyro_sites(params):
             xs = x if cols is None else x[..., cols]
@@ -108,6 +118,10 @@ class Target(NamedTuple):
         carry them over (``{**row, "x": ...}``).
         It may also hold ``"start"`` (``{"loc": [N, d], "tril": [N, d, d]}``),
         the precomputed start of variational backends (``init=``).
+    prior_start : (loc [d], tril [d, d]) or None
+        Mean and Cholesky factor of the covariance of a custom latent prior
+        (:attr:`LatentPrior.moments`), where variational backends start with
+        ``init="prior"``; ``None`` for the standard-normal prior.
     sample_x_fn : callable or None
         ``(key, z[d]) -> x[D]``: one draw of every feature from ``p(x | z)``
         in model units (Gibbs-type backends impute with it); ``None`` if the
@@ -126,6 +140,7 @@ class Target(NamedTuple):
     data: dict
     sample_x_fn: Callable | None = None
     numpyro_model: Callable | None = None
+    prior_start: tuple | None = None
 
     def loglik_fn(self, z, row):
         """``log p(x_O | z)`` for one row (log-density minus log-prior)."""
@@ -151,6 +166,174 @@ class DecoderSampler(eqx.Module):
         return self.likelihood.sample(key, self.decode_fn(z))
 
 
+@dataclasses.dataclass(frozen=True)
+class LatentPrior:
+    """A latent prior given as a NumPyro model, seen by backends as one flat vector.
+
+    The prior model takes no arguments and has one or several continuous
+    sample sites with real support (a hierarchy ``z1 ~ p(z1)``,
+    ``z2 ~ p(z2 | z1)``, ...). The flat latent vector ``z [d]`` that the
+    decoder and the backends see concatenates the sites' values **in the
+    order the sites are sampled**, each ravelled in row-major (C) order:
+    ``z = concat([z1.ravel(), z2.ravel(), ...])``.
+
+    Build one with :meth:`from_fn`; hashable (the function's identity and
+    tuples), so equal models share compiled programs.
+
+    Attributes
+    ----------
+    fn : callable
+        The NumPyro model ``fn()``.
+    names : tuple of str
+        Latent sample sites, in sampling order.
+    shapes : tuple of tuple of int
+        Each site's value shape.
+    """
+
+    fn: Callable
+    names: tuple
+    shapes: tuple
+
+    @classmethod
+    def from_fn(cls, fn) -> LatentPrior:
+        """Trace ``fn`` once and check its sites.
+
+        Parameters
+        ----------
+        fn : callable
+            NumPyro model with no arguments.
+
+        Returns
+        -------
+        LatentPrior
+
+        Raises
+        ------
+        TypeError
+            ``fn`` is not callable.
+        ValueError
+            ``fn`` raised, has no sample site, or a site is observed,
+            discrete or has a support other than the real line.
+        """
+        if not callable(fn):
+            raise TypeError(
+                f"prior must be a NumPyro model function with no arguments, got {type(fn).__name__}"
+            )
+        try:
+            tr = handlers.trace(handlers.seed(fn, 0)).get_trace()
+        except Exception as e:
+            raise ValueError(
+                f"the latent prior {_fn_name(fn)} raised when called with no arguments under "
+                f"a NumPyro seed ({type(e).__name__}: {e}); a prior is a NumPyro model fn() "
+                "whose latent variables are numpyro.sample sites"
+            ) from e
+        names, shapes = [], []
+        for name, site in tr.items():
+            if site["type"] != "sample":
+                continue
+            if site.get("is_observed"):
+                raise ValueError(
+                    f"site {name!r} of the latent prior {_fn_name(fn)} is observed; a prior holds "
+                    "latent sites only (evidence belongs to the query)"
+                )
+            support = site["fn"].support
+            if support.is_discrete or not _is_real(support):
+                raise ValueError(
+                    f"site {name!r} of the latent prior {_fn_name(fn)} has support {support}; "
+                    "only continuous sites on the whole real line (Normal, StudentT, Laplace, "
+                    "..., possibly .to_event) are accepted for now. Reparameterise a "
+                    "constrained site as a transform of a real one (numpyro.deterministic)"
+                )
+            names.append(name)
+            shapes.append(tuple(int(n) for n in jnp.shape(site["value"])))
+        if not names:
+            raise ValueError(f"the latent prior {_fn_name(fn)} has no numpyro.sample site")
+        return cls(fn, tuple(names), tuple(shapes))
+
+    @property
+    def sizes(self) -> tuple:
+        """Number of entries of each site."""
+        return tuple(int(math.prod(s)) for s in self.shapes)
+
+    @property
+    def dim(self) -> int:
+        """Length ``d`` of the flat latent vector."""
+        return sum(self.sizes)
+
+    def ravel(self, values: dict):
+        """``{site: [..., *shape]}`` -> flat ``[..., d]`` (sites in sampling order).
+
+        Parameters
+        ----------
+        values : dict
+            Every site's value; leading batch dimensions are kept.
+
+        Returns
+        -------
+        array
+        """
+        parts = []
+        for name, shape in zip(self.names, self.shapes):
+            v = jnp.asarray(values[name])
+            batch = v.shape[: v.ndim - len(shape)]
+            parts.append(v.reshape(batch + (-1,)))
+        return jnp.concatenate(parts, axis=-1)
+
+    def unravel(self, z) -> dict:
+        """Flat ``[..., d]`` -> ``{site: [..., *shape]}`` (NumPy in, NumPy out).
+
+        Parameters
+        ----------
+        z : array ``[..., d]``
+
+        Returns
+        -------
+        dict
+        """
+        out, start = {}, 0
+        batch = z.shape[:-1]
+        for name, shape, size in zip(self.names, self.shapes, self.sizes):
+            out[name] = z[..., start : start + size].reshape(batch + shape)
+            start += size
+        return out
+
+    def moments(self, num_draws: int = 4096, seed: int = 0):
+        """Mean ``[d]`` and Cholesky factor ``[d, d]`` of the prior, from its draws.
+
+        Where variational backends start with ``init="prior"`` (a start only:
+        the answer comes from the prior's density, not from these moments).
+
+        Parameters
+        ----------
+        num_draws : int
+        seed : int
+
+        Returns
+        -------
+        (ndarray, ndarray)
+        """
+        import numpy as np
+        from numpyro.infer import Predictive
+
+        draws = Predictive(self.fn, num_samples=num_draws)(jax.random.PRNGKey(seed))
+        z = np.asarray(self.ravel({n: draws[n] for n in self.names}), np.float64)
+        cov = np.atleast_2d(np.cov(z, rowvar=False)) + 1e-9 * np.eye(z.shape[-1])
+        return z.mean(0), np.linalg.cholesky(cov)
+
+
+def _is_real(support) -> bool:
+    """Whether ``support`` is the real line (possibly wrapped in ``independent``)."""
+    from numpyro.distributions import constraints
+
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return type(support) is type(constraints.real)
+
+
+def _fn_name(fn) -> str:
+    return repr(getattr(fn, "__name__", type(fn).__name__))
+
+
 #: Row fields that belong to inference, not to the model (a VI start, see ``init=``).
 RESERVED_ROW_KEYS = ("start",)
 
@@ -160,7 +343,7 @@ def model_args(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in RESERVED_ROW_KEYS}
 
 
-def target_functions(numpyro_model, latent_site: str = "z"):
+def target_functions(numpyro_model, latent_site: str = "z", prior=None):
     """Log-density functions over the latent site of a NumPyro model.
 
     Parameters
@@ -169,6 +352,10 @@ def target_functions(numpyro_model, latent_site: str = "z"):
         A model with a single unconstrained latent sample site ``latent_site``
         whose keyword arguments are the fields of a row.
     latent_site : str
+    prior : LatentPrior, optional
+        The model's latent sites are those of this prior instead: ``z`` is
+        their flat vector, split back into the sites with
+        :meth:`LatentPrior.unravel`.
 
     Returns
     -------
@@ -177,13 +364,16 @@ def target_functions(numpyro_model, latent_site: str = "z"):
     """
     prior_only = handlers.block(numpyro_model, hide_fn=_is_observed)
 
+    def sites(z):
+        return {latent_site: z} if prior is None else prior.unravel(z)
+
     def logdensity_fn(z, row):
-        return log_density(numpyro_model, (), model_args(row), {latent_site: z})[0]
+        return log_density(numpyro_model, (), model_args(row), sites(z))[0]
 
     def logprior_fn(z, row):
         # The observed sites are hidden from the trace; the decoder call inside
         # the blocked model is dead code that XLA removes.
-        return log_density(prior_only, (), model_args(row), {latent_site: z})[0]
+        return log_density(prior_only, (), model_args(row), sites(z))[0]
 
     return logdensity_fn, logprior_fn
 

@@ -122,6 +122,19 @@ class Posterior:
         """Number of query rows ``N``."""
         return self.z.shape[0]
 
+    @property
+    def z_sites(self) -> dict:
+        """The latent draws by prior site: ``{name: [N, (chains,) S, *shape]}``.
+
+        For a model with a custom latent prior (``from_decoder(..., prior=)``)
+        :attr:`z` split back into the prior's sites (the flat vector holds them
+        in sampling order, see :class:`vaequery.model.LatentPrior`); otherwise
+        ``{"z": z}``.
+        """
+        prior = getattr(self.query.model, "prior", None)
+        z = np.asarray(self.z)
+        return {"z": z} if prior is None else prior.unravel(z)
+
     def _flat(self, a):
         """``[N, (chains,) S, ...]`` -> ``[N, chains*S, ...]``."""
         if self.backend.family == "mcmc":

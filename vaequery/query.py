@@ -699,6 +699,7 @@ class Query:
             data={k: jnp.asarray(v) for k, v in self.data.items()},
             sample_x_fn=DecoderSampler(self.model.decode_fn, self.model.likelihood),
             numpyro_model=numpyro_model,
+            prior_start=_prior_start(self.model),
         )
 
     # ----------------------------------------------------------------- infer
@@ -710,6 +711,7 @@ class Query:
         num_draws=None,
         chunk_size=None,
         on_error="warn",
+        devices=None,
         **hyperparameters,
     ):
         """Answer every row of the query with one inference backend.
@@ -724,13 +726,26 @@ class Query:
         num_draws : int, optional
             Posterior draws returned per query (default: the backend's).
         chunk_size : int, optional
-            Rows processed together; bounds memory for large batches.
+            Rows processed together; bounds memory for large batches. With
+            ``devices``, rows processed together *on each device*.
         on_error : {"warn", "raise", "ignore"}
             What to do when some rows yield a non-finite loss or draws. Rows
             are independent, so the others are unaffected: by default they are
             returned with the failing rows flagged in ``Posterior.failed`` and an
             :class:`~vaequery.fit.InferenceWarning`; ``"raise"`` raises
             :class:`vaequery.InferenceError` instead.
+        devices : None, "all", int or list of jax.Device, optional
+            Split the rows over several devices (a 1-D :class:`jax.sharding.Mesh`
+            with axis ``"q"``; per-row inputs placed with
+            ``NamedSharding(mesh, PartitionSpec("q"))``, one jitted program).
+            ``"all"``: every device :func:`jax.devices` lists; an int: the first
+            that many; a list: those devices. ``None`` (default): one device,
+            as without the argument. The rows are padded (with copies of row 0,
+            dropped from the answer) to a multiple of the device count -- of
+            ``devices x chunk_size`` when ``chunk_size`` is given, which then
+            counts rows per device. Each row keeps its own key, so the answer
+            equals the single-device one up to float rounding. See
+            ``docs/scale_out.md`` (multi-host runs included).
         init : str or Posterior, optional
             Variational backends only: where each query starts (``"auto"``,
             ``"prior"``, ``"encoder"``, ``"posterior_matching"``,
@@ -754,6 +769,7 @@ class Query:
             num_draws=num_draws,
             chunk_size=chunk_size,
             on_error=on_error,
+            devices=devices,
             **hyperparameters,
         )
         if self.derived:
@@ -765,15 +781,32 @@ class Query:
 
         Backends that read only point evidence refuse both; gradient-based
         (variational) backends refuse a boolean :meth:`where`, whose step has
-        no gradient.
+        no gradient. A model with a custom latent prior refuses the backends
+        whose algorithm assumes the standard-normal prior (:data:`_STANDARD_PRIOR`).
         """
-        if not (self.has_intervals or self.has_factors):
+        prior = getattr(self.model, "prior", None)
+        if not (self.has_intervals or self.has_factors or prior is not None):
             return
         from vaequery.backends import _base
 
         cls = _base._REGISTRY.get(backend) if isinstance(backend, str) else type(backend)
         if cls is None:
             return  # an unknown name: the registry's own error follows
+        if prior is not None and (
+            issubclass(cls, _base.AmortizedBackend) or cls.name in _STANDARD_PRIOR
+        ):
+            ok = sorted(
+                n
+                for n, c in _base._REGISTRY.items()
+                if not issubclass(c, _base.AmortizedBackend) and n not in _STANDARD_PRIOR
+            )
+            raise ValueError(
+                f"backend {cls.name!r} assumes the latent prior N(0, I), but this model's prior "
+                f"is a NumPyro model with sites {list(prior.names)}; backends that answer any "
+                f"latent prior through its density: {ok}"
+            )
+        if not (self.has_intervals or self.has_factors):
+            return
         if issubclass(cls, _base.AmortizedBackend) or cls.name in _NO_INTERVALS:
             ok = sorted(
                 n
@@ -868,6 +901,11 @@ class Query:
 #: ``x``/``observed`` (amortized backends are refused by class as well).
 _NO_INTERVALS = frozenset({"mwg", "pseudo_gibbs", "feature_vi"})
 
+#: Backends whose algorithm assumes the standard-normal latent prior (the grid's
+#: box, the encoder-decoder Gibbs chains, feature-VI's KL to N(0, I), the numpyro
+#: backend's guide on site "z"); amortized backends are refused by class as well.
+_STANDARD_PRIOR = frozenset({"grid", "mwg", "pseudo_gibbs", "feature_vi", "numpyro"})
+
 
 # ------------------------------------------------- soft factors, derived targets
 #: ``{VAE: {factors: (numpyro_model, target_fns)}}``: equal factors on one model
@@ -880,11 +918,22 @@ def _factor_model(model, factors):
 
     cache = _FACTOR_MODELS.setdefault(model, {})
     if factors not in cache:
+        prior = getattr(model, "prior", None)
         fn = build_numpyro_model(
-            model.decode_fn, model.likelihood, model.latent_dim, factors=factors
+            model.decode_fn, model.likelihood, model.latent_dim, factors=factors, prior=prior
         )
-        cache[factors] = (fn, target_functions(fn))
+        cache[factors] = (fn, target_functions(fn, prior=prior))
     return cache[factors]
+
+
+def _prior_start(model):
+    """``(loc [d], tril [d, d])`` of a custom latent prior (the VI start), else ``None``."""
+    start = getattr(model, "prior_start", None)
+    if start is None:
+        return None
+    import jax.numpy as jnp
+
+    return tuple(jnp.asarray(a, jnp.result_type(float)) for a in start)
 
 
 def _trace_row_fn(model, fn, what):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from vaequery.decoder_checks import check_decoder, check_encoder
 from vaequery.likelihoods import Likelihood, make_likelihood
-from vaequery.model import build_numpyro_model, target_functions
+from vaequery.model import LatentPrior, build_numpyro_model, target_functions
 from vaequery.schema import Feature, Schema
 
 
@@ -36,6 +36,15 @@ class VAE:
         Trained amortized guides by name (:class:`vaequery.guides.Guide`);
         the trainers in :mod:`vaequery.guides` add to it, and
         :meth:`save` writes them with the model.
+    prior : callable or LatentPrior, optional
+        The latent prior as a NumPyro model ``prior()`` with one or several
+        real-valued sample sites (default: ``z ~ N(0, I_d)``); see
+        :func:`from_decoder` and ``docs/latent_priors.md``.
+
+    Attributes
+    ----------
+    prior : LatentPrior or None
+        The custom latent prior, ``None`` for the standard normal.
     """
 
     def __init__(
@@ -47,9 +56,20 @@ class VAE:
         encode_fn: Callable | None = None,
         metadata: dict | None = None,
         guides: dict | None = None,
+        prior=None,
     ):
         if int(latent_dim) < 1:
             raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
+        if prior is not None and not isinstance(prior, LatentPrior):
+            prior = LatentPrior.from_fn(prior)
+        if prior is not None and prior.dim != int(latent_dim):
+            raise ValueError(
+                f"latent_dim={latent_dim} but the latent prior's sites "
+                f"{dict(zip(prior.names, prior.shapes))} hold {prior.dim} numbers; latent_dim "
+                "is the length of the flat latent vector (all sites ravelled and concatenated)"
+            )
+        self.prior = prior
+        self._prior_start = None  # computed on first use, see prior_start
         self.decode_fn = decode_fn
         self.latent_dim = int(latent_dim)
         self.schema = schema
@@ -57,8 +77,24 @@ class VAE:
         self.encode_fn = encode_fn
         self.metadata = dict(metadata or {})
         self.guides = dict(guides or {})
-        self._numpyro_model = build_numpyro_model(decode_fn, likelihood, self.latent_dim)
-        self._target_fns = target_functions(self._numpyro_model)
+        self._numpyro_model = build_numpyro_model(
+            decode_fn, likelihood, self.latent_dim, prior=prior
+        )
+        self._target_fns = target_functions(self._numpyro_model, prior=prior)
+
+    @property
+    def prior_start(self):
+        """``(mean [d], Cholesky factor [d, d])`` of a custom latent prior, else ``None``.
+
+        Where variational backends start with ``init="prior"``: the moments of
+        prior draws in the flat latent space (:meth:`LatentPrior.moments`),
+        computed once, on first use.
+        """
+        if getattr(self, "prior", None) is None:
+            return None
+        if getattr(self, "_prior_start", None) is None:
+            self._prior_start = self.prior.moments()
+        return self._prior_start
 
     @property
     def num_features(self) -> int:
@@ -106,6 +142,8 @@ class VAE:
         The format is documented in :mod:`vaequery.io`; read it back with
         :func:`vaequery.load`. Supported for models trained by
         :func:`vaequery.train` (MLP encoder/decoder, Gaussian likelihood).
+        A model with a custom latent prior (``prior=``) is refused: the prior
+        is Python code, which the format does not store.
 
         Parameters
         ----------
@@ -118,7 +156,18 @@ class VAE:
         """
         from vaequery.io import save
 
+        self._refuse_custom_prior("save")
         return save(self, path)
+
+    def _refuse_custom_prior(self, what):
+        if getattr(self, "prior", None) is not None:
+            raise TypeError(
+                f"cannot {what} this VAE: its latent prior is a Python function "
+                f"({self.prior.fn!r}, sites {list(self.prior.names)}), and vaequery's file format "
+                "stores arrays and JSON, never code. Rebuild the model with "
+                "vaequery.from_decoder(..., prior=...) where it is needed (results: "
+                "Posterior.save(path) and vaequery.load_posterior(path, model=vae))"
+            )
 
     def __reduce__(self):
         # Pickle through vaequery's own format (vaequery.io.model_files: JSON and
@@ -126,6 +175,7 @@ class VAE:
         # only vaequery's reader, never code carried in the pickle.
         from vaequery.io import _UnsavableModel, model_files, model_from_files, pickle_refusal
 
+        self._refuse_custom_prior("pickle")
         try:
             files = model_files(self)
         except _UnsavableModel as e:
@@ -148,9 +198,11 @@ class VAE:
     def __repr__(self) -> str:
         enc = ", encoder" if self.encode_fn is not None else ""
         guides = f", guides={sorted(self.guides)}" if self.guides else ""
+        p = getattr(self, "prior", None)
+        prior = "" if p is None else f", prior sites={list(p.names)}"
         return (
             f"VAE(latent_dim={self.latent_dim}, features={self.num_features}, "
-            f"likelihood={type(self.likelihood).__name__}{enc}{guides})"
+            f"likelihood={type(self.likelihood).__name__}{enc}{guides}{prior})"
         )
 
 
@@ -162,6 +214,7 @@ def from_decoder(
     *,
     scale: float = 1.0,
     encode_fn: Callable | None = None,
+    prior: Callable | None = None,
 ) -> VAE:
     """Wrap any decoder function as a queryable model.
 
@@ -189,7 +242,8 @@ def from_decoder(
         scales positive). Anything else raises a ``TypeError`` or
         ``ValueError`` showing what was returned and the accepted forms.
     latent_dim : int
-        Dimension ``d`` of ``z``; the prior is ``N(0, I_d)``.
+        Dimension ``d`` of ``z``; the prior is ``N(0, I_d)`` unless ``prior``
+        is given, and then ``d`` is the length of its flat vector.
     features : int, list of names/Features, or Schema
         Column names (or just their number, giving ``x0, x1, ...``).
     likelihood : str or Likelihood
@@ -201,6 +255,18 @@ def from_decoder(
         ``x[..., D] -> (loc, scale)`` amortised encoder, both ``[..., d]``.
         Checked the same way on ``x = zeros([2, D])``: a tuple of two floating
         ``[2, d]`` arrays, finite, with ``scale > 0``.
+    prior : callable, optional
+        The latent prior as a NumPyro model ``prior()`` (no arguments) with
+        one or several continuous sample sites on the real line, e.g. a
+        hierarchy ``z1 ~ N(0, I)``, ``z2 | z1 ~ N(A z1, S)``. The query's
+        NumPyro model runs it unchanged (the sites keep their names). The
+        decoder, the encoder and every backend see one flat vector ``z [d]``:
+        the sites' values **in sampling order**, each ravelled row-major and
+        concatenated (:class:`vaequery.model.LatentPrior`); ``Posterior.z``
+        stays that flat array and ``Posterior.z_sites`` splits it by site.
+        Backends whose algorithm assumes ``N(0, I)`` (``grid``, ``mwg``,
+        ``pseudo_gibbs``, ``feature_vi``, ``numpyro``, the amortized ones) refuse
+        such a model. A model with a custom prior cannot be saved or pickled.
 
     Returns
     -------
@@ -236,7 +302,14 @@ def from_decoder(
     lik = make_likelihood(likelihood, schema, scale=scale)
     if int(latent_dim) < 1:
         raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
+    latent_prior = None if prior is None else LatentPrior.from_fn(prior)
+    if latent_prior is not None and latent_prior.dim != int(latent_dim):
+        raise ValueError(
+            f"latent_dim={latent_dim} but the latent prior's sites "
+            f"{dict(zip(latent_prior.names, latent_prior.shapes))} hold {latent_prior.dim} "
+            "numbers; latent_dim is the length of the flat latent vector the decoder receives"
+        )
     decode_fn = check_decoder(decode_fn, int(latent_dim), schema, lik)
     if encode_fn is not None:
         check_encoder(encode_fn, int(latent_dim), len(schema))
-    return VAE(decode_fn, latent_dim, schema, lik, encode_fn=encode_fn)
+    return VAE(decode_fn, latent_dim, schema, lik, encode_fn=encode_fn, prior=latent_prior)

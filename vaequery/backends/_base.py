@@ -283,6 +283,10 @@ class VIBackend(Backend):
 
         Precomputed starts (guides, previous posteriors) arrive in
         ``row["start"]``; otherwise the encoder or the prior, as ``init`` says.
+        The prior start is ``N(0, I)``, or for a custom latent prior
+        (``from_decoder(..., prior=)``) the mean and covariance of its draws
+        in the flat latent space (``target.prior_start``), times
+        ``init_scale`` where the family has one.
         """
         if isinstance(row, dict) and "start" in row:
             return row["start"]["loc"], row["start"]["tril"]
@@ -290,7 +294,12 @@ class VIBackend(Backend):
         if self.init in ("auto", "encoder") and target.encode_fn is not None:
             loc, scale = target.encode_fn(row["x"])
             return loc, jnp.diag(scale)
-        return jnp.zeros(d), getattr(self, "init_scale", 1.0) * jnp.eye(d)
+        init_scale = getattr(self, "init_scale", 1.0)
+        prior_start = getattr(target, "prior_start", None)
+        if prior_start is not None:
+            loc, tril = prior_start
+            return loc, init_scale * tril
+        return jnp.zeros(d), init_scale * jnp.eye(d)
 
     def start_loc_log_scale(self, target, row):
         """Start mean ``[d]`` and log of its marginal standard deviations ``[d]``."""

@@ -131,6 +131,9 @@ def to_inference_data(post, log_likelihood=True):
     Returns
     -------
     arviz.InferenceData
+        For a model with a custom latent prior (``from_decoder(..., prior=)``)
+        the ``posterior`` group holds one variable per prior site (dims
+        ``chain, draw, query, <site>_dim_0, ...``) instead of the flat ``z``.
     """
     az = arviz()
     mcmc = post.backend.family == "mcmc"
@@ -151,8 +154,15 @@ def to_inference_data(post, log_likelihood=True):
         "latent": np.arange(post.z.shape[-1]),
         "feature": names,
     }
+    latent, latent_dims = {"z": chain_draw_query(post.z, mcmc)}, {"z": ["query", "latent"]}
+    if getattr(q.model, "prior", None) is not None:
+        # a custom latent prior: its sites as variables, not the flat vector
+        latent = {k: chain_draw_query(v, mcmc) for k, v in post.z_sites.items()}
+        latent_dims = {
+            k: ["query"] + [f"{k}_dim_{i}" for i in range(v.ndim - 3)] for k, v in latent.items()
+        }
     dims = {
-        "z": ["query", "latent"],
+        **latent_dims,
         **{n: ["query"] for n in pp},
         **{n: ["query"] for n in stats},
     }
@@ -160,7 +170,7 @@ def to_inference_data(post, log_likelihood=True):
     derived = {k: chain_draw_query(v, mcmc) for k, v in getattr(post, "derived", {}).items()}
     dims.update({k: ["query"] for k in derived})
     idata = az.from_dict(
-        posterior={"z": chain_draw_query(post.z, mcmc), **derived},
+        posterior={**latent, **derived},
         posterior_predictive=pp,
         observed_data={"evidence": evidence},
         sample_stats=stats or None,
