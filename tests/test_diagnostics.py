@@ -51,12 +51,12 @@ def test_to_arviz_mcmc_groups(small, nuts_small):
         assert g in idata.groups()
     assert "log_likelihood" in idata.groups()
     z = idata.posterior["z"]
-    assert dict(z.sizes) == {"chain": 4, "draw": 500, "query": 4, "latent": 3}
+    assert dict(z.sizes) == {"chain": 4, "draw": 1000, "query": 4, "latent": 3}
     np.testing.assert_array_equal(z.sel(query=2, chain=1).values, nuts_small.z[2, 1])
     ss = idata.sample_stats
     assert {"acceptance_rate", "diverging", "step_size", "n_steps"} <= set(ss.data_vars)
     assert ss["diverging"].dtype == bool
-    assert dict(ss["step_size"].sizes) == {"chain": 4, "draw": 500, "query": 4}
+    assert dict(ss["step_size"].sizes) == {"chain": 4, "draw": 1000, "query": 4}
     np.testing.assert_allclose(
         ss["step_size"].sel(query=1, draw=0).values, nuts_small.info["step_size"][1]
     )
