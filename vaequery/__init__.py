@@ -1,6 +1,6 @@
 """vaequery: conditional queries on a pretrained VAE, answered in batch by many backends."""
 
-from vaequery import backends, datasets, guides, likelihoods, stream, testing
+from vaequery import backends, datasets, guides, likelihoods, models, stream, testing
 from vaequery._version import __version__  # noqa: F401  (one place; io reads it too)
 from vaequery.acquisition import acquire
 from vaequery.cache import disable_compilation_cache, enable_compilation_cache
@@ -37,6 +37,7 @@ __all__ = [
     "from_decoder",
     "guides",
     "likelihoods",
+    "models",
     "load",
     "load_posterior",
     "pretrained",

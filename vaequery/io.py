@@ -54,6 +54,9 @@ GUIDE_FORMAT = "vaequery.guide"
 GUIDE_FORMAT_VERSION = 1
 GUIDE_FILE = "guide.json"
 GUIDES_DIR = "guides"
+#: ``model.json`` formats other model families read themselves: ``{format: loader}``,
+#: filled by :func:`register_format` (vaequery.models.vaeac registers "vaequery.vaeac")
+_FORMAT_LOADERS: dict = {}
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 
@@ -348,7 +351,8 @@ def load(path):
 
     Returns
     -------
-    vaequery.VAE
+    vaequery.VAE or vaequery.models.VAEACModel
+        The latter for a model trained with ``method="vaeac"``.
 
     Raises
     ------
@@ -364,6 +368,22 @@ def load(path):
     if not meta_file.exists():
         raise FileNotFoundError(f"no vaequery model at {path}: expected the file {meta_file}")
     return model_from_files(_folder_reader(path), where=path)
+
+
+def register_format(fmt: str, loader) -> None:
+    """Let a model family load its own ``model.json`` format.
+
+    Parameters
+    ----------
+    fmt : str
+        The ``"format"`` entry of its ``model.json``.
+    loader : callable
+        ``loader(read, info, where) -> model``: ``read(name) -> bytes`` reads a
+        file of the folder, ``info`` is the parsed ``model.json``, ``where``
+        names the folder in error messages. Like :func:`model_from_files`, it
+        must not run code from the files.
+    """
+    _FORMAT_LOADERS[fmt] = loader
 
 
 def model_from_files(files, where="model"):
@@ -400,6 +420,9 @@ def model_from_files(files, where="model"):
     else:
         read = files
     info = _read_json(read, MODEL_FILE, where)
+    loader = _FORMAT_LOADERS.get(info.get("format"))
+    if loader is not None:  # another model family (e.g. a VAEAC): its own layout
+        return loader(read, info, where)
     if info.get("format") != FORMAT:
         raise ValueError(
             f"{where}: {MODEL_FILE} is not a vaequery model file (format {info.get('format')!r})"
@@ -540,7 +563,8 @@ def posterior_files(post, include_model=True) -> dict:
     TypeError
         ``include_model`` and a model this format cannot store, or a backend
         with a non-numeric hyper-parameter (an optax schedule), or a query
-        with soft constraints (functions, which this format never stores).
+        with soft constraints or a model with a custom latent prior (functions,
+        which this format never stores).
     """
     q = post.query
     if getattr(q, "factors", ()):
@@ -549,6 +573,12 @@ def posterior_files(post, include_model=True) -> dict:
             f"({', '.join(f.describe() for f in q.factors)}), which are code, and vaequery's "
             "format stores no code; a reloaded result would drop them from its "
             "log-likelihoods. Keep the arrays (post.z, post.x, post.derived) instead"
+        )
+    if getattr(q.model, "prior", None) is not None:
+        raise TypeError(
+            "cannot save this Posterior: its model has a custom latent prior (a NumPyro "
+            "function), which is code, and vaequery's format stores no code; a reloaded "
+            "result would assume N(0, I). Keep the arrays (post.z, post.x) instead"
         )
     arrays = {
         "z": np.asarray(post.z),

@@ -171,6 +171,25 @@ def evaluate_elbo(vae: VAE, data, key=0, num_samples=16) -> float:
     )
 
 
+#: Trainers of other model families, ``{method: fn}``, filled by
+#: :func:`register_method` (vaequery.models.vaeac registers ``"vaeac"``)
+_METHODS: dict = {}
+
+
+def register_method(name: str, fn) -> None:
+    """Let ``train(..., method=name)`` train another model family.
+
+    Parameters
+    ----------
+    name : str
+        The ``method`` value.
+    fn : callable
+        Called with ``train``'s arguments (data positionally, the rest by
+        keyword, plus the method's own options).
+    """
+    _METHODS[name] = fn
+
+
 def train(
     train_data,
     val_data=None,
@@ -190,8 +209,16 @@ def train(
     names=None,
     kinds: dict | None = None,
     name: str | None = None,
+    method: str = "vae",
+    **method_options,
 ) -> VAE:
     """Train a VAE (Gaussian, or mixed Gaussian/Bernoulli/categorical) for queries.
+
+    With ``method="vaeac"`` train a VAEAC instead (a model of every
+    conditional of a real-valued table, Ivanov et al. 2019):
+    :func:`vaequery.models.vaeac.train_vaeac` takes the same arguments plus
+    its own (``scale``, ``mask_rate``, ``val_fraction``, ...) and returns a
+    :class:`~vaequery.models.VAEACModel`.
 
     Parameters
     ----------
@@ -231,6 +258,10 @@ def train(
         "categorical"}``. Cannot be combined with ``schema``.
     name : str, optional
         Recorded in the metadata (defaults to the table's name).
+    method : {"vae", "vaeac"}
+        What to train.
+    **method_options
+        Options of the ``"vaeac"`` trainer only.
 
     Returns
     -------
@@ -260,6 +291,34 @@ def train(
     >>> vae.latent_dim, vae.encode_fn is not None
     (2, True)
     """
+    if method != "vae" and method in _METHODS:
+        return _METHODS[method](
+            train_data,
+            val_data,
+            test_data,
+            latent_dim=latent_dim,
+            hidden=hidden,
+            num_epochs=num_epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            clip_norm=clip_norm,
+            patience=patience,
+            min_scale=min_scale,
+            key=key,
+            progress=progress,
+            schema=schema,
+            names=names,
+            kinds=kinds,
+            name=name,
+            **method_options,
+        )
+    if method != "vae":
+        raise ValueError(f"method must be one of {['vae', *_METHODS]}, got {method!r}")
+    if method_options:
+        raise TypeError(
+            f"train() got unexpected keyword argument(s) {sorted(method_options)}; "
+            "options beyond train()'s own belong to method='vaeac'"
+        )
     schema = _resolve_schema(train_data, schema, names, kinds)
     name = name or getattr(train_data, "name", None)
     D = len(schema)
