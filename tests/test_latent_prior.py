@@ -226,3 +226,19 @@ def test_refusals():
 
     with pytest.raises(ValueError, match="site 'k'"):
         vq.from_decoder(lambda u: jnp.ones(u.shape[:-1] + (D,)) * u, 1, D, prior=discrete)
+
+
+def test_a_posterior_of_a_custom_prior_model_is_not_saved_silently(tmp_path):
+    import pickle
+
+    def prior():
+        numpyro.sample("a", dist.Normal(0.0, 2.0).expand([2]).to_event(1))
+
+    model = vq.from_decoder(lambda z: jnp.concatenate([z, z], -1), 2, 4, prior=prior)
+    post = model.given(np.array([[0.1, np.nan, 0.3, np.nan]])).infer(
+        "gaussian", key=0, num_steps=5, num_samples=2, num_draws=3
+    )
+    with pytest.raises(TypeError, match="custom latent prior"):
+        post.save(tmp_path / "p")
+    with pytest.raises(TypeError, match="custom latent prior|custom prior"):
+        pickle.dumps(post)
