@@ -24,9 +24,6 @@ DEFERRED = {
     ("vaequery.query", "vaequery.stream"): "Query.infer_stream",
     # guide training reuses the VAE trainer's private helpers
     ("vaequery.guides.training", "vaequery.train"): "_model_units, _row_elbo",
-    # Table.with_missing calls the generators, which return the MaskedTable
-    # defined beside Table: MaskedTable belongs in datasets/missing.py
-    ("vaequery.datasets._tables", "vaequery.datasets.missing"): "Table.with_missing",
 }
 
 

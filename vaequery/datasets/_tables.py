@@ -6,10 +6,10 @@ import dataclasses
 import gzip
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
+from vaequery.datasets.missing import MaskedTable  # noqa: F401  (re-exported)
 from vaequery.schema import Feature, Schema
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -30,29 +30,6 @@ _CONCRETE_NAMES = (
     "age",
     "strength",
 )
-
-
-class MaskedTable(NamedTuple):
-    """Query evidence with a target mask, as produced by :meth:`Table.with_missing`.
-
-    Unpacks as ``X, target_mask = masked`` and is accepted directly by
-    :meth:`vaequery.VAE.given`, which then predicts exactly ``target_mask``.
-
-    Attributes
-    ----------
-    X : ndarray ``[N, D]``
-        Evidence in raw units, NaN where unobserved.
-    target_mask : bool ndarray ``[N, D]``
-        The entries that were removed (and should be predicted).
-    """
-
-    X: np.ndarray
-    target_mask: np.ndarray
-
-    @property
-    def observed_mask(self) -> np.ndarray:
-        """``~isnan(X)``: the entries given as evidence."""
-        return ~np.isnan(self.X)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -21,13 +21,36 @@ Protocols
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vaequery._batch import as_key
-from vaequery.datasets._tables import MaskedTable
+
+
+class MaskedTable(NamedTuple):
+    """Query evidence with a target mask, as produced by :meth:`Table.with_missing`.
+
+    Unpacks as ``X, target_mask = masked`` and is accepted directly by
+    :meth:`vaequery.VAE.given`, which then predicts exactly ``target_mask``.
+
+    Attributes
+    ----------
+    X : ndarray ``[N, D]``
+        Evidence in raw units, NaN where unobserved.
+    target_mask : bool ndarray ``[N, D]``
+        The entries that were removed (and should be predicted).
+    """
+
+    X: np.ndarray
+    target_mask: np.ndarray
+
+    @property
+    def observed_mask(self) -> np.ndarray:
+        """``~isnan(X)``: the entries given as evidence."""
+        return ~np.isnan(self.X)
 
 
 def _key(key):
