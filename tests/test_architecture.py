@@ -22,8 +22,6 @@ DEFERRED = {
     ("vaequery.vae", "vaequery.io"): "VAE.save and __reduce__",
     # Query.infer_stream calls the streaming driver, which reads checkpoints via io
     ("vaequery.query", "vaequery.stream"): "Query.infer_stream",
-    # guide training reuses the VAE trainer's private helpers
-    ("vaequery.guides.training", "vaequery.train"): "_model_units, _row_elbo",
 }
 
 

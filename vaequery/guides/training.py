@@ -168,7 +168,7 @@ def _fit(
 
 def _rows(model, data, name):
     """Standardised rows and availability mask ``([N, D], bool [N, D])`` from raw data."""
-    from vaequery.train import _model_units
+    from vaequery._elbo import _model_units
 
     if data is None:
         raise TypeError(f"{name} needs training data (a table or an array [N, D] in raw units)")
@@ -464,7 +464,7 @@ class _ObservedELBOLoss(eqx.Module):
     num_samples: int = eqx.field(static=True)
 
     def __call__(self, net, batch, key):
-        from vaequery.train import _row_elbo
+        from vaequery._elbo import _row_elbo
 
         xb, b = batch
         return -jnp.mean(
