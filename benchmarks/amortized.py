@@ -33,78 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from _common import RESULTS, machine
+from qavi_table1 import PAPER  # QAVI Table 1 (LL, NRMSE): one copy, in qavi_table1.py
 
 import vaequery as vq
-
-#: QAVI Table 1 (LL, NRMSE): their d = 1 models, S = 10,000.
-PAPER = {
-    "breast_cancer": {
-        "mixture": (-9.16, 0.39),
-        "iaf": (-9.14, 0.39),
-        "gaussian": (-9.21, 0.39),
-        "feature_vi": (-16.32, 0.37),
-        "posterior_matching": (-15.14, 0.33),
-        "retuned_encoder": (-12.82, 0.40),
-        "mwg": (-23.94, 0.44),
-        "pseudo_gibbs": (-12.61, 0.33),
-        "fill_zeros": (-32.56, 0.40),
-    },
-    "red_wine": {
-        "mixture": (-6.35, 0.26),
-        "iaf": (-6.47, 0.26),
-        "gaussian": (-6.56, 0.30),
-        "feature_vi": (-13.20, 0.28),
-        "posterior_matching": (-14.83, 0.42),
-        "retuned_encoder": (-12.96, 0.40),
-        "mwg": (-74.22, 0.68),
-        "pseudo_gibbs": (-33.53, 0.36),
-        "fill_zeros": (-21.97, 0.36),
-    },
-    "white_wine": {
-        "mixture": (-7.03, 0.35),
-        "iaf": (-7.03, 0.35),
-        "gaussian": (-6.94, 0.30),
-        "feature_vi": (-8.80, 0.38),
-        "posterior_matching": (-9.19, 0.39),
-        "retuned_encoder": (-9.59, 0.39),
-        "mwg": (-19.83, 0.58),
-        "pseudo_gibbs": (-10.68, 0.36),
-        "fill_zeros": (-10.09, 0.37),
-    },
-    "banknote": {
-        "mixture": (-2.25, 0.10),
-        "iaf": (-2.24, 0.10),
-        "gaussian": (-2.35, 0.10),
-        "feature_vi": (-8.27, 0.15),
-        "posterior_matching": (-4.42, 0.14),
-        "retuned_encoder": (-4.26, 0.14),
-        "mwg": (-49.51, 0.68),
-        "pseudo_gibbs": (-44.16, 0.40),
-        "fill_zeros": (-17.46, 0.32),
-    },
-    "concrete": {
-        "mixture": (-2.70, 0.17),
-        "iaf": (-2.65, 0.17),
-        "gaussian": (-2.82, 0.17),
-        "feature_vi": (-15.14, 0.23),
-        "posterior_matching": (-15.05, 0.40),
-        "retuned_encoder": (-11.48, 0.35),
-        "mwg": (-265.62, 0.62),
-        "pseudo_gibbs": (-249.06, 0.36),
-        "fill_zeros": (-23.33, 0.32),
-    },
-    "yeast": {
-        "mixture": (2.42, 0.46),
-        "iaf": (2.55, 0.46),
-        "gaussian": (2.82, 0.46),
-        "feature_vi": (-7.81, 0.47),
-        "posterior_matching": (-430.36, 0.47),
-        "retuned_encoder": (-33.62, 0.50),
-        "mwg": (-1.86, 0.54),
-        "pseudo_gibbs": (-5.11, 0.48),
-        "fill_zeros": (-11.27, 0.48),
-    },
-}
 
 BACKENDS = [
     "mixture",
