@@ -703,19 +703,9 @@ class VAEACPosterior:
         return np.where(self.query.observed_mask, 0.0, var)
 
     def _true_model_units(self, X_true):
-        X = np.asarray(X_true, float)
-        want = (self.num_queries, self.query.model.num_features)
-        if X.shape != want:
-            raise ValueError(f"X_true must have shape {list(want)}, got {list(X.shape)}")
-        tgt = self.query.target_mask
-        bad = tgt & ~np.isfinite(X)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            raise ValueError(
-                f"X_true has no finite value for the target "
-                f"{self.query.model.schema.names[c]!r} of row {r}"
-            )
-        return np.where(tgt, self.query.model.schema.standardise(np.where(tgt, X, 0.0)), 0.0)
+        from vaequery.report.metrics import true_model_units
+
+        return true_model_units(self.query, X_true)
 
     def nrmse(self, X_true, reduce="mean"):
         """Normalised RMSE over each row's targets (standardised units).
