@@ -1008,33 +1008,26 @@ def _derived_draws(query, post):
     import jax
     import jax.numpy as jnp
 
-    model = query.model
-    schema = model.schema
+    from vaequery.report.imputation import predictive_draws
+
+    schema = query.model.schema
     z = post.z
     lead = z.shape[:-1]
     if not z.size:  # an empty batch
         return {k: np.zeros(lead, z.dtype) for k in query.derived}
-    z = jnp.asarray(z.reshape(lead[0], -1, z.shape[-1]))
+    # x ~ p(x | z) per draw, observed features held at their values (model units)
+    x = jnp.asarray(predictive_draws(post, key=jax.random.fold_in(post._key, 2)), z.dtype)
     real = jnp.asarray([f.kind == "real" for f in schema])
     loc = jnp.asarray([float(f.loc) for f in schema], z.dtype)
     scale = jnp.asarray([float(f.scale) for f in schema], z.dtype)
     names = schema.names
     fns = {k: d.fn for k, d in query.derived.items()}
 
-    def one_draw(key, zs, x_obs, obs):
-        x = model.likelihood.sample(key, model.decode_fn(zs))
-        x = jnp.where(obs, x_obs, x)
-        view = FeatureView(names, jnp.where(real, x * scale + loc, x))
+    def one_draw(xs):
+        view = FeatureView(names, jnp.where(real, xs * scale + loc, xs))
         return {k: jnp.asarray(fn(view), z.dtype) for k, fn in fns.items()}
 
-    def one_row(key, zs, x_obs, obs):
-        keys = jax.random.split(key, zs.shape[0])
-        return jax.vmap(one_draw, (0, 0, None, None))(keys, zs, x_obs, obs)
-
-    keys = jax.random.split(jax.random.fold_in(post._key, 2), lead[0])
-    out = jax.jit(jax.vmap(one_row))(
-        keys, z, jnp.asarray(query.x, z.dtype), jnp.asarray(query.observed_mask)
-    )
+    out = jax.jit(jax.vmap(jax.vmap(one_draw)))(x)
     return {k: np.asarray(v).reshape(lead) for k, v in out.items()}
 
 
