@@ -20,8 +20,6 @@ DEFERRED = {
     # which builds VAEs, queries and posteriors when reading.
     ("vaequery.posterior", "vaequery.io"): "Posterior.save and __reduce__",
     ("vaequery.vae", "vaequery.io"): "VAE.save and __reduce__",
-    # Query.infer_stream calls the streaming driver, which reads checkpoints via io
-    ("vaequery.query", "vaequery.stream"): "Query.infer_stream",
 }
 
 

@@ -42,8 +42,10 @@ import numpy as np
 
 from vaequery._leaves import read_leaves
 from vaequery._version import __version__
+from vaequery.backends._base import backend_record
 from vaequery.decoder import MixedMLPDecoder, MLPDecoder, MLPEncoder, skeleton
 from vaequery.likelihoods import Gaussian, Mixed
+from vaequery.posterior import posterior_from_arrays
 from vaequery.schema import Schema
 
 FORMAT = "vaequery.vae"
@@ -521,30 +523,6 @@ MODEL_DIR = "model/"
 _POSTERIOR_ARRAYS = ("z", "x_model", "loss", "failed", "x", "observed", "target", "key")
 
 
-def _backend_record(backend) -> dict:
-    """``{"name", "hyperparameters"}``: what rebuilds ``backend`` on a model."""
-    import dataclasses
-
-    hp = {}
-    for f in dataclasses.fields(backend):
-        if not f.init:
-            continue
-        v = getattr(backend, f.name)
-        if isinstance(v, (eqx.Module, jax.Array, np.ndarray)):
-            continue  # a network bound from the model's guides: bound again on load
-        if v is None or isinstance(v, (bool, int, float, str)):
-            hp[f.name] = v
-        elif isinstance(v, (np.integer, np.floating, np.bool_)):
-            hp[f.name] = v.item()
-        else:
-            raise TypeError(
-                f"this posterior's backend {backend.name!r} has {f.name}={v!r}, which "
-                "vaequery's file format cannot store (it stores numbers and strings, never "
-                f"code); answer with a number for {f.name} to save or pickle the result"
-            )
-    return {"name": backend.name, "hyperparameters": hp}
-
-
 def posterior_files(post, include_model=True) -> dict:
     """A :class:`vaequery.Posterior` as ``{name: bytes}`` (see :func:`save_posterior`).
 
@@ -611,7 +589,7 @@ def posterior_files(post, include_model=True) -> dict:
         "format": POSTERIOR_FORMAT,
         "format_version": POSTERIOR_FORMAT_VERSION,
         "vaequery_version": _version(),
-        "backend": _backend_record(post.backend),
+        "backend": backend_record(post.backend),
         "num_draws": int(post.z.shape[-2]),
         "single": bool(q.single),
         "features": list(model.feature_names),
@@ -798,38 +776,3 @@ def posterior_from_files(files: dict, model=None, where="posterior"):
     )
     state = _read_weights(read(STATE_FILE), fit_shape.state, where, STATE_FILE)
     return posterior_from_arrays(query, backend, state, arrays, key)
-
-
-def posterior_from_arrays(query, backend, state, arrays, key):
-    """A :class:`Posterior` from its arrays as stored (``info/<name>`` for its info).
-
-    Shared by :func:`posterior_from_files` and :mod:`vaequery.stream`, whose
-    checkpoint blocks hold the same arrays.
-
-    Parameters
-    ----------
-    query : vaequery.Query
-    backend : Backend
-    state : pytree
-        The fitted state.
-    arrays : dict
-        ``"z"``, ``"x_model"``, ``"loss"``, ``"failed"`` and ``"info/..."`` arrays.
-    key : jax PRNG key
-
-    Returns
-    -------
-    vaequery.Posterior
-    """
-    from vaequery.posterior import Posterior  # local: posterior imports io
-
-    return Posterior(
-        query=query,
-        backend=backend,
-        state=state,
-        z=arrays["z"],
-        x_model=arrays["x_model"],
-        loss=arrays["loss"],
-        info={k[len("info/") :]: v for k, v in arrays.items() if k.startswith("info/")},
-        key=key,
-        failed=arrays["failed"],
-    )

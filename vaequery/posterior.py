@@ -485,3 +485,36 @@ class Posterior:
         return _plots.plot_posterior(
             self, path=path, query=query, kind=kind, X_true=X_true, hdi_prob=hdi_prob
         )
+
+
+def posterior_from_arrays(query, backend, state, arrays, key):
+    """A :class:`Posterior` from its arrays as stored (``info/<name>`` for its info).
+
+    Shared by :func:`vaequery.io.posterior_from_files` and :mod:`vaequery.stream`, whose
+    checkpoint blocks hold the same arrays.
+
+    Parameters
+    ----------
+    query : vaequery.Query
+    backend : Backend
+    state : pytree
+        The fitted state.
+    arrays : dict
+        ``"z"``, ``"x_model"``, ``"loss"``, ``"failed"`` and ``"info/..."`` arrays.
+    key : jax PRNG key
+
+    Returns
+    -------
+    vaequery.Posterior
+    """
+    return Posterior(
+        query=query,
+        backend=backend,
+        state=state,
+        z=arrays["z"],
+        x_model=arrays["x_model"],
+        loss=arrays["loss"],
+        info={k[len("info/") :]: v for k, v in arrays.items() if k.startswith("info/")},
+        key=key,
+        failed=arrays["failed"],
+    )

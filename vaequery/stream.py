@@ -57,7 +57,10 @@ import numpy as np
 
 from vaequery import fit as _fit
 from vaequery import metrics
-from vaequery.io import posterior_from_arrays
+from vaequery._leaves import read_leaves
+from vaequery._version import __version__
+from vaequery.backends._base import backend_record
+from vaequery.posterior import Posterior, posterior_from_arrays
 
 FORMAT = "vaequery.checkpoint"
 FORMAT_VERSION = 1
@@ -255,8 +258,6 @@ def infer_stream(
     >>> s.mean.shape == (len(X.X), vae.num_features)
     True
     """
-    from vaequery.posterior import Posterior
-
     if "devices" in hyperparameters:
         raise TypeError(
             "infer_stream does not shard rows over devices; use Query.infer(..., devices=...) "
@@ -462,8 +463,6 @@ def _block_log_likelihood(backend, target, state, keys, x_joint, joint, num_samp
 
 def _true_model_units(query, X_true):
     """``X_true`` in model units on the targets (the checks of ``Posterior.log_likelihood``)."""
-    from vaequery.posterior import Posterior
-
     shell = Posterior.__new__(Posterior)
     shell.query = query
     return shell._true_model_units(X_true)
@@ -493,11 +492,9 @@ def _run_record(
     query, backend, key, num_draws, block_size, chunk_size, keep, target, X_true, iwae_samples, prob
 ):
     """What identifies a streamed run: a checkpoint of another run is refused."""
-    from vaequery.io import _backend_record
-
     data = [target.data[k] for k in sorted(target.data) if k != "start"]
     start = jax.tree.leaves(target.data.get("start", {}))
-    rec = _backend_record(backend)
+    rec = backend_record(backend)
     return {
         "backend": rec["name"],
         **{f"hyperparameter {k}": v for k, v in rec["hyperparameters"].items()},
@@ -539,8 +536,6 @@ def _state_skeleton(backend, target, model, keys, num_draws, block_size):
 
 
 def _read_state(data, like, where):
-    from vaequery.io import read_leaves
-
     try:
         return jax.tree.map(np.asarray, read_leaves(io.BytesIO(data), like))
     except Exception as e:  # altered bytes fail in many ways inside numpy
@@ -563,8 +558,6 @@ class _Checkpoint:
         if meta.exists():
             self._check(meta)
         else:
-            from vaequery.io import _version
-
             path.mkdir(parents=True, exist_ok=True)
             if any(path.glob("block_*.zip")):
                 raise ValueError(
@@ -574,7 +567,7 @@ class _Checkpoint:
             info = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
-                "vaequery_version": _version(),
+                "vaequery_version": __version__,
                 "run": run,
                 "num_blocks": num_blocks,
             }

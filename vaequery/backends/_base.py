@@ -23,12 +23,14 @@ the ELBO, the optimiser and the ``lax.scan`` over steps are shared.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import paramax
 
@@ -51,6 +53,48 @@ def register(name: str):
 def available() -> list[str]:
     """Names of all registered backends."""
     return sorted(_REGISTRY)
+
+
+def backend_record(backend) -> dict:
+    """What rebuilds ``backend`` on a model: its name and hyper-parameters.
+
+    Saved posteriors (:mod:`vaequery.io`) and stream checkpoints
+    (:mod:`vaequery.stream`) store it.
+
+    Parameters
+    ----------
+    backend : Backend
+
+    Returns
+    -------
+    dict
+        ``{"name": str, "hyperparameters": {field: number, string or None}}``;
+        networks bound from the model's guides are left out (bound again on load).
+
+    Raises
+    ------
+    TypeError
+        A hyper-parameter that is neither a number nor a string (an optax
+        schedule): the file formats store no code.
+    """
+    hp = {}
+    for f in dataclasses.fields(backend):
+        if not f.init:
+            continue
+        v = getattr(backend, f.name)
+        if isinstance(v, (eqx.Module, jax.Array, np.ndarray)):
+            continue  # a network bound from the model's guides: bound again on load
+        if v is None or isinstance(v, (bool, int, float, str)):
+            hp[f.name] = v
+        elif isinstance(v, (np.integer, np.floating, np.bool_)):
+            hp[f.name] = v.item()
+        else:
+            raise TypeError(
+                f"this posterior's backend {backend.name!r} has {f.name}={v!r}, which "
+                "vaequery's file format cannot store (it stores numbers and strings, never "
+                f"code); answer with a number for {f.name} to save or pickle the result"
+            )
+    return {"name": backend.name, "hyperparameters": hp}
 
 
 def get(name_or_backend, **hyperparameters) -> Backend:
