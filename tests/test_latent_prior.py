@@ -215,11 +215,11 @@ def test_refusals():
     with pytest.raises(ValueError, match="hold 4 numbers"):
         vq.from_decoder(lambda u: u[..., 2:] @ jnp.ones((2, D)), 3, D, prior=h.prior)
 
-    def positive():
-        numpyro.sample("r", dist.HalfNormal(1.0))
+    def simplex():  # constrained sites are accepted when mapped elementwise, not this
+        numpyro.sample("r", dist.Dirichlet(jnp.ones(3)))
 
-    with pytest.raises(ValueError, match="site 'r' .* has support"):
-        vq.from_decoder(lambda u: jnp.ones(u.shape[:-1] + (D,)) * u, 1, D, prior=positive)
+    with pytest.raises(ValueError, match="site 'r' .* changes its shape"):
+        vq.from_decoder(lambda u: jnp.ones(u.shape[:-1] + (D,)) * u[..., :1], 3, D, prior=simplex)
 
     def discrete():
         numpyro.sample("k", dist.Bernoulli(0.5))

@@ -166,16 +166,51 @@ class DecoderSampler(eqx.Module):
         return self.likelihood.sample(key, self.decode_fn(z))
 
 
+class ConstrainedDecoder(eqx.Module):
+    """The decoder of a model whose latent prior has constrained sites, on unconstrained ``z``.
+
+    ``z [..., d]`` (the flat unconstrained vector the backends work in) is
+    mapped to the sites' own values by :meth:`LatentPrior.constrain`, then
+    decoded. What ``VAE.decode_fn`` is for such a model, so that every
+    consumer of ``post.z`` (imputations, predictive draws, IWAE) decodes it
+    the same way.
+
+    Parameters
+    ----------
+    decode_fn : callable
+        The user's decoder, on the sites' own (constrained) values.
+    prior : LatentPrior
+    """
+
+    decode_fn: Callable
+    prior: LatentPrior = eqx.field(static=True)
+
+    def __call__(self, z):
+        """Decode unconstrained ``z [..., d]``."""
+        return self.decode_fn(self.prior.constrain(z))
+
+
 @dataclasses.dataclass(frozen=True)
 class LatentPrior:
     """A latent prior given as a NumPyro model, seen by backends as one flat vector.
 
     The prior model takes no arguments and has one or several continuous
-    sample sites with real support (a hierarchy ``z1 ~ p(z1)``,
-    ``z2 ~ p(z2 | z1)``, ...). The flat latent vector ``z [d]`` that the
-    decoder and the backends see concatenates the sites' values **in the
-    order the sites are sampled**, each ravelled in row-major (C) order:
-    ``z = concat([z1.ravel(), z2.ravel(), ...])``.
+    sample sites (a hierarchy ``z1 ~ p(z1)``, ``z2 ~ p(z2 | z1)``, ...). The
+    flat latent vector ``z [d]`` that the backends see concatenates the sites'
+    values **in the order the sites are sampled**, each ravelled in row-major
+    (C) order: ``z = concat([z1.ravel(), z2.ravel(), ...])``.
+
+    Sites may have a constrained support whose bijection to the real line
+    keeps their shape (positive: ``HalfNormal``, ``LogNormal``, ``Gamma``;
+    an interval: ``Beta``, ``Uniform``; bounds that depend on earlier sites
+    too). Backends then work in NumPyro's **unconstrained** space: the flat
+    ``z`` holds each site mapped to the real line by
+    ``numpyro.distributions.biject_to(support).inv`` (``log s`` for a
+    positive ``s``), the log-density carries the log-Jacobian
+    (:func:`numpyro.infer.util.potential_energy`), the decoder receives the
+    constrained values (:meth:`constrain`), and ``Posterior.z_sites`` gives
+    them back in the sites' own units. Sites whose bijection changes their
+    shape (a simplex, a correlation matrix) are refused.
 
     Build one with :meth:`from_fn`; hashable (the function's identity and
     tuples), so equal models share compiled programs.
@@ -188,11 +223,14 @@ class LatentPrior:
         Latent sample sites, in sampling order.
     shapes : tuple of tuple of int
         Each site's value shape.
+    constrained : bool
+        Whether any site's support is not the whole real line.
     """
 
     fn: Callable
     names: tuple
     shapes: tuple
+    constrained: bool = False
 
     @classmethod
     def from_fn(cls, fn) -> LatentPrior:
@@ -227,7 +265,7 @@ class LatentPrior:
                 f"a NumPyro seed ({type(e).__name__}: {e}); a prior is a NumPyro model fn() "
                 "whose latent variables are numpyro.sample sites"
             ) from e
-        names, shapes = [], []
+        names, shapes, constrained = [], [], False
         for name, site in tr.items():
             if site["type"] != "sample":
                 continue
@@ -237,18 +275,29 @@ class LatentPrior:
                     "latent sites only (evidence belongs to the query)"
                 )
             support = site["fn"].support
-            if support.is_discrete or not _is_real(support):
+            shape = tuple(int(n) for n in jnp.shape(site["value"]))
+            if support.is_discrete:
                 raise ValueError(
-                    f"site {name!r} of the latent prior {_fn_name(fn)} has support {support}; "
-                    "only continuous sites on the whole real line (Normal, StudentT, Laplace, "
-                    "..., possibly .to_event) are accepted for now. Reparameterise a "
-                    "constrained site as a transform of a real one (numpyro.deterministic)"
+                    f"site {name!r} of the latent prior {_fn_name(fn)} is discrete (support "
+                    f"{support}); latent sites must be continuous (sum a discrete variable out "
+                    "inside the prior, or use a continuous relaxation)"
                 )
+            real = _is_real(support)
+            if not real and not _shape_preserving(support, shape):
+                raise ValueError(
+                    f"site {name!r} of the latent prior {_fn_name(fn)} has support {support}, "
+                    "whose map to the real line changes its shape (a simplex or a matrix "
+                    "constraint); accepted: the real line, or supports mapped elementwise "
+                    "(positive, an interval, a lower or upper bound: HalfNormal, LogNormal, "
+                    "Gamma, Beta, Uniform, ...). Reparameterise the site as a transform of "
+                    "real ones (numpyro.deterministic)"
+                )
+            constrained = constrained or not real
             names.append(name)
-            shapes.append(tuple(int(n) for n in jnp.shape(site["value"])))
+            shapes.append(shape)
         if not names:
             raise ValueError(f"the latent prior {_fn_name(fn)} has no numpyro.sample site")
-        return cls(fn, tuple(names), tuple(shapes))
+        return cls(fn, tuple(names), tuple(shapes), constrained)
 
     @property
     def sizes(self) -> tuple:
@@ -297,8 +346,72 @@ class LatentPrior:
             start += size
         return out
 
+    def _map(self, fn, z):
+        z = jnp.asarray(z)
+        flat = z.reshape((-1, z.shape[-1]))
+        out = jax.vmap(lambda u: self.ravel(fn(self.fn, (), {}, self.unravel(u))))(flat)
+        return out.reshape(z.shape)
+
+    def constrain(self, z):
+        """Unconstrained flat ``[..., d]`` -> the sites' own values, flat ``[..., d]``.
+
+        The identity for a prior whose sites are all real. Bounds that depend
+        on earlier sites are honoured (the prior model runs with the values
+        substituted, :func:`numpyro.infer.util.constrain_fn`).
+
+        Parameters
+        ----------
+        z : array ``[..., d]``
+
+        Returns
+        -------
+        array ``[..., d]``
+        """
+        if not self.constrained:
+            return z
+        from numpyro.infer.util import constrain_fn
+
+        return self._map(constrain_fn, z)
+
+    def unconstrain(self, x):
+        """The inverse of :meth:`constrain`.
+
+        Parameters
+        ----------
+        x : array ``[..., d]``
+            Site values (inside their supports), flat.
+
+        Returns
+        -------
+        array ``[..., d]``
+        """
+        if not self.constrained:
+            return x
+        from numpyro.infer.util import unconstrain_fn
+
+        return self._map(unconstrain_fn, x)
+
+    def sites(self, z) -> dict:
+        """Unconstrained flat ``[..., d]`` -> ``{site: values in its own units}``.
+
+        Parameters
+        ----------
+        z : array ``[..., d]``
+
+        Returns
+        -------
+        dict
+            NumPy arrays ``[..., *shape]`` per site.
+        """
+        import numpy as np
+
+        return self.unravel(np.asarray(self.constrain(z)))
+
     def moments(self, num_draws: int = 4096, seed: int = 0):
         """Mean ``[d]`` and Cholesky factor ``[d, d]`` of the prior, from its draws.
+
+        In the unconstrained space the backends work in (see the class
+        docstring).
 
         Where variational backends start with ``init="prior"`` (a start only:
         the answer comes from the prior's density, not from these moments).
@@ -316,7 +429,8 @@ class LatentPrior:
         from numpyro.infer import Predictive
 
         draws = Predictive(self.fn, num_samples=num_draws)(jax.random.PRNGKey(seed))
-        z = np.asarray(self.ravel({n: draws[n] for n in self.names}), np.float64)
+        z = self.ravel({n: draws[n] for n in self.names})
+        z = np.asarray(self.unconstrain(z), np.float64)
         cov = np.atleast_2d(np.cov(z, rowvar=False)) + 1e-9 * np.eye(z.shape[-1])
         return z.mean(0), np.linalg.cholesky(cov)
 
@@ -328,6 +442,17 @@ def _is_real(support) -> bool:
     while isinstance(support, constraints.independent):
         support = support.base_constraint
     return type(support) is type(constraints.real)
+
+
+def _shape_preserving(support, shape) -> bool:
+    """Whether ``support``'s bijection to the real line keeps a value's shape."""
+    from numpyro.distributions.transforms import biject_to
+
+    try:
+        t = biject_to(support)
+        return tuple(t.inverse_shape(shape)) == tuple(shape)
+    except NotImplementedError:
+        return False
 
 
 def _fn_name(fn) -> str:
@@ -355,7 +480,8 @@ def target_functions(numpyro_model, latent_site: str = "z", prior=None):
     prior : LatentPrior, optional
         The model's latent sites are those of this prior instead: ``z`` is
         their flat vector, split back into the sites with
-        :meth:`LatentPrior.unravel`.
+        :meth:`LatentPrior.unravel` (unconstrained when the prior has
+        constrained sites, the log-Jacobian included).
 
     Returns
     -------
@@ -366,6 +492,19 @@ def target_functions(numpyro_model, latent_site: str = "z", prior=None):
 
     def sites(z):
         return {latent_site: z} if prior is None else prior.unravel(z)
+
+    if prior is not None and prior.constrained:
+        # z is unconstrained: NumPyro maps each site to its support and adds the
+        # log-Jacobian (the density of z, not of the sites' values)
+        from numpyro.infer.util import potential_energy
+
+        def logdensity_fn(z, row):
+            return -potential_energy(numpyro_model, (), model_args(row), sites(z))
+
+        def logprior_fn(z, row):
+            return -potential_energy(prior_only, (), model_args(row), sites(z))
+
+        return logdensity_fn, logprior_fn
 
     def logdensity_fn(z, row):
         return log_density(numpyro_model, (), model_args(row), sites(z))[0]

@@ -128,12 +128,14 @@ class Posterior:
 
         For a model with a custom latent prior (``from_decoder(..., prior=)``)
         :attr:`z` split back into the prior's sites (the flat vector holds them
-        in sampling order, see :class:`vaequery.model.LatentPrior`); otherwise
+        in sampling order, see :class:`vaequery.model.LatentPrior`), each in
+        its own units: a constrained site (a positive scale, say) is mapped
+        back from the unconstrained space :attr:`z` lives in. Otherwise
         ``{"z": z}``.
         """
         prior = getattr(self.query.model, "prior", None)
         z = np.asarray(self.z)
-        return {"z": z} if prior is None else prior.unravel(z)
+        return {"z": z} if prior is None else prior.sites(z)
 
     def _flat(self, a):
         """``[N, (chains,) S, ...]`` -> ``[N, chains*S, ...]``."""

@@ -920,7 +920,11 @@ def _factor_model(model, factors):
     if factors not in cache:
         prior = getattr(model, "prior", None)
         fn = build_numpyro_model(
-            model.decode_fn, model.likelihood, model.latent_dim, factors=factors, prior=prior
+            getattr(model, "site_decode_fn", model.decode_fn),  # the sites' own values
+            model.likelihood,
+            model.latent_dim,
+            factors=factors,
+            prior=prior,
         )
         cache[factors] = (fn, target_functions(fn, prior=prior))
     return cache[factors]

@@ -6,9 +6,14 @@ from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 
-from vaequery.decoder_checks import check_decoder, check_encoder
+from vaequery.decoder_checks import GaussianTupleDecoder, check_decoder, check_encoder
 from vaequery.likelihoods import Likelihood, make_likelihood
-from vaequery.model import LatentPrior, build_numpyro_model, target_functions
+from vaequery.model import (
+    ConstrainedDecoder,
+    LatentPrior,
+    build_numpyro_model,
+    target_functions,
+)
 from vaequery.schema import Feature, Schema
 
 
@@ -70,7 +75,14 @@ class VAE:
             )
         self.prior = prior
         self._prior_start = None  # computed on first use, see prior_start
-        self.decode_fn = decode_fn
+        # the decoder of the sites' own values (what the NumPyro model calls) and,
+        # for a prior with constrained sites, decode_fn on the unconstrained z
+        self.site_decode_fn = decode_fn
+        self.decode_fn = (
+            ConstrainedDecoder(decode_fn, prior)
+            if prior is not None and prior.constrained
+            else decode_fn
+        )
         self.latent_dim = int(latent_dim)
         self.schema = schema
         self.likelihood = likelihood
@@ -309,7 +321,16 @@ def from_decoder(
             f"{dict(zip(latent_prior.names, latent_prior.shapes))} hold {latent_prior.dim} "
             "numbers; latent_dim is the length of the flat latent vector the decoder receives"
         )
-    decode_fn = check_decoder(decode_fn, int(latent_dim), schema, lik)
+    if latent_prior is not None and latent_prior.constrained:
+        # checked where the backends call it (unconstrained z = 0: every site inside
+        # its support), then kept as the decoder of the sites' own values
+        checked = check_decoder(
+            ConstrainedDecoder(decode_fn, latent_prior), int(latent_dim), schema, lik
+        )
+        if isinstance(checked, GaussianTupleDecoder):
+            decode_fn = GaussianTupleDecoder(decode_fn)
+    else:
+        decode_fn = check_decoder(decode_fn, int(latent_dim), schema, lik)
     if encode_fn is not None:
         check_encoder(encode_fn, int(latent_dim), len(schema))
     return VAE(decode_fn, latent_dim, schema, lik, encode_fn=encode_fn, prior=latent_prior)
