@@ -29,6 +29,14 @@ query in **one compiled program**:
    acquisition, §5.5);
 4. average the refits' analytic entropies over the imagined values.
 
+``method="lookahead"`` replaces steps 2-4 by posterior matching's lookahead
+network (eq. 7; :func:`vaequery.guides.train_lookahead`, stored in
+``model.guides``): one forward pass per row outputs a Gaussian for every
+candidate, the posterior expected after measuring it, and its analytic
+entropy is the candidate's score. Nothing is imagined or refitted; the
+backend still fits the current posterior (its entropy, and the imputations of
+:func:`acquire`).
+
 :func:`acquire` runs that choice greedily for ``budget`` steps (or measures in
 random order for comparison) on rows whose full values are known, and reports
 the imputation RMSE of the still-unmeasured features after each acquisition,
@@ -51,6 +59,7 @@ from vaequery.backends.fullrank import FullRank
 from vaequery.backends.gaussian import GaussianFamily
 from vaequery.backends.posterior_matching import PosteriorMatching
 from vaequery.fit import InferenceWarning, as_key, map_rows, prepare
+from vaequery.guides.lookahead import LookaheadNetwork
 
 _HALF_LOG_2PIE = 0.5 * math.log(2 * math.pi * math.e)
 
@@ -63,7 +72,11 @@ _HALF_LOG_2PIE = 0.5 * math.log(2 * math.pi * math.e)
 #: shrinks a prior-wide posterior (the warm start is then far away).
 LOOKAHEAD_DEFAULTS = {"num_steps": 200, "learning_rate": 0.2, "num_samples": 20}
 
-STRATEGIES = ("greedy", "random")
+STRATEGIES = ("greedy", "random", "lookahead")
+
+#: How :func:`next_feature` estimates the expected entropies: imagined values and
+#: refits (``"sampling"``, way (a)), or PM's trained lookahead network (way (b)).
+METHODS = ("sampling", "lookahead")
 
 #: Posterior draws averaged into an imputation (PM and EDDI average 50 codes);
 #: :func:`next_feature` uses the same number so that it shares :func:`acquire`'s
@@ -115,7 +128,7 @@ class AcquisitionResult:
     Attributes
     ----------
     strategy : str
-        ``"greedy"`` or ``"random"``.
+        ``"greedy"``, ``"random"`` or ``"lookahead"``.
     rmse : ndarray ``[budget + 1]``
         Mean over rows of each row's RMSE (standardised units) of the imputed
         still-unmeasured features, after 0, 1, ..., ``budget`` acquisitions.
@@ -201,12 +214,13 @@ def _program(backend, look, target, likelihood, cand, key, num_samples, num_draw
     data = {k: v for k, v in target.data.items() if k != "start"}
     n = data["x"].shape[0]
     k_cur, k_look = jax.random.split(key)
+    imagine = look is not None and not isinstance(look, LookaheadNetwork)
 
     def current(k, row):
         k_fit, k_z, k_x = jax.random.split(k, 3)
         loc, tril, ent, z = _fit_current(backend, k_fit, target, row, num_draws)
         imputation = jnp.mean(likelihood.mean(target.decode_fn(z)), 0)
-        if look is None:
+        if not imagine:
             return loc, tril, ent, imputation, None
         z_im = loc + jax.random.normal(k_z, (num_samples, loc.shape[-1])) @ tril.T
         x_im = jax.vmap(target.sample_x_fn)(jax.random.split(k_x, num_samples), z_im)
@@ -214,6 +228,10 @@ def _program(backend, look, target, likelihood, cand, key, num_samples, num_draw
 
     keys = jax.random.split(k_cur, n)
     loc, tril, ent, imputation, x_im = map_rows(current, (keys, target.data), chunk_size)
+    if isinstance(look, LookaheadNetwork):
+        # PM eq. 7: one forward pass per row scores every candidate, nothing imagined
+        h = jax.vmap(look.entropies)(data["x"], data["observed"])
+        return ent, imputation, h[:, cand]
     if look is None:
         return ent, imputation, None
 
@@ -247,8 +265,49 @@ def _program(backend, look, target, likelihood, cand, key, num_samples, num_draw
 
 
 # ------------------------------------------------------------------ setup
-def _backends(query, backend, key, lookahead, hyperparameters, num_draws=1):
-    """Bound current and lookahead backends, target and typed key (via ``fit.prepare``)."""
+def _lookahead_network(model, network):
+    """The trained :class:`~vaequery.guides.LookaheadNetwork` named (or given) by ``network``."""
+    from vaequery.backends._base import require_guide
+    from vaequery.guides.guide import Guide
+
+    if isinstance(network, str):
+        if network not in model.guides:
+            raise ValueError(
+                f"this model has no trained guide {network!r} (its guides: "
+                f"{sorted(model.guides) or 'none'}); method='lookahead' needs a lookahead "
+                "network: vaequery.guides.train_lookahead(model, ...), or pass network=<Guide>"
+            )
+        guide = require_guide(model, network)
+    elif isinstance(network, Guide):
+        guide = network
+        guide.check_compatible(model)
+    else:
+        raise TypeError(
+            "network= takes the name of a lookahead network in model.guides (default "
+            f"'lookahead') or a Guide from vaequery.guides.train_lookahead, got {network!r}"
+        )
+    if not isinstance(guide.network, LookaheadNetwork):
+        label = network if isinstance(network, str) else guide.kind
+        raise ValueError(
+            f"guide {label!r} is a {guide.kind!r} guide, not a lookahead network; train one with "
+            "vaequery.guides.train_lookahead(model, ...)"
+        )
+    return guide.network
+
+
+def _method(method):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    return method
+
+
+def _backends(
+    query, backend, key, lookahead, hyperparameters, num_draws=1, method="sampling", network=None
+):
+    """Bound current and lookahead backends, target and typed key (via ``fit.prepare``).
+
+    With ``method="lookahead"`` the second is the trained lookahead network.
+    """
     if "init" in hyperparameters and not isinstance(hyperparameters["init"], str):
         raise TypeError(
             "init= here takes a name ('auto', 'prior', 'encoder', 'posterior_matching', "
@@ -256,6 +315,13 @@ def _backends(query, backend, key, lookahead, hyperparameters, num_draws=1):
         )
     cur, target, _, key, _, _ = prepare(query, backend, key, num_draws, None, hyperparameters)
     _check_backend(cur)
+    if method == "lookahead":
+        if lookahead:
+            raise TypeError(
+                "lookahead= sets the refits of the sampling method; method='lookahead' reads "
+                "a trained network and refits nothing"
+            )
+        return cur, _lookahead_network(query.model, network), target, key
     if isinstance(cur, PosteriorMatching):
         if lookahead:
             raise TypeError(
@@ -319,6 +385,8 @@ def next_feature(
     backend="gaussian",
     key=0,
     *,
+    method="sampling",
+    network="lookahead",
     lookahead=None,
     chunk_size=None,
     **hyperparameters,
@@ -333,14 +401,27 @@ def next_feature(
         evidence in at least one row. A candidate that already has evidence
         in a row is skipped there (its ``expected_entropy`` is NaN).
     num_samples : int, default 10
-        Imagined values :math:`x_i \sim p(x_i \mid x_O)` per candidate and row.
-        (The backend's own Monte-Carlo sample count is a backend setting:
-        pass an instance, e.g. ``vq.backends.Gaussian(num_samples=50)``.)
+        Imagined values :math:`x_i \sim p(x_i \mid x_O)` per candidate and row
+        (``method="sampling"`` only). (The backend's own Monte-Carlo sample
+        count is a backend setting: pass an instance, e.g.
+        ``vq.backends.Gaussian(num_samples=50)``.)
     backend : str or backend object, default "gaussian"
         ``"gaussian"``, ``"fullrank"`` or ``"posterior_matching"`` (a
-        Gaussian-head guide; no optimisation at all), or an instance.
+        Gaussian-head guide; no optimisation at all), or an instance. Fits the
+        current posterior (``entropy``) and, for ``method="sampling"``, the
+        lookahead refits.
     key : int or jax PRNG key
         Same key, same answer.
+    method : {"sampling", "lookahead"}, default "sampling"
+        ``"sampling"``: imagine values and refit (module docstring).
+        ``"lookahead"``: posterior matching's trained lookahead network (eq. 7,
+        :func:`vaequery.guides.train_lookahead`) gives every candidate's
+        expected entropy in one forward pass per row; nothing is imagined or
+        refitted. The network reads measured values only (interval evidence
+        counts as unobserved for it).
+    network : str or Guide, default "lookahead"
+        ``method="lookahead"`` only: the network's name in ``model.guides``,
+        or the :class:`~vaequery.guides.Guide` itself.
     lookahead : dict, optional
         Settings of the variational refits, merged over
         :data:`LOOKAHEAD_DEFAULTS` (``num_steps=200``, ``learning_rate=0.2``,
@@ -364,12 +445,17 @@ def next_feature(
     the linear-Gaussian oracle the refitted entropy does not depend on the
     imagined value and the choice is
     :math:`\arg\min_i \log\det\Sigma_{z\mid O\cup\{i\}}` (``"fullrank"``).
+    With ``method="lookahead"`` the program is the current fit and one network
+    pass per row; ``num_samples`` is unused.
     """
     num_samples = _positive("num_samples", num_samples)
+    method = _method(method)
     if chunk_size is not None:
         chunk_size = _positive("chunk_size", chunk_size)
     cols, names = _candidates(query, candidates)
-    cur, look, target, key = _backends(query, backend, key, lookahead, hyperparameters)
+    cur, look, target, key = _backends(
+        query, backend, key, lookahead, hyperparameters, method=method, network=network
+    )
     ent, _, expected = _program(
         cur,
         look,
@@ -442,6 +528,7 @@ def acquire(
     backend="gaussian",
     candidates=None,
     num_draws=NUM_DRAWS,
+    network="lookahead",
     lookahead=None,
     chunk_size=None,
     **hyperparameters,
@@ -452,9 +539,11 @@ def acquire(
     features are imputed (the mean of ``likelihood.mean(decode(z))`` over
     ``num_draws`` posterior draws, as PM and EDDI, who average 50 codes) and
     scored against the truth, then one more feature per row is measured:
-    the :func:`next_feature` choice (``"greedy"``) or a uniformly random
-    unmeasured candidate (``"random"``). With the same ``key`` both strategies
-    fit the same first posterior, so their curves start at the same RMSE.
+    the :func:`next_feature` choice (``"greedy"``: imagined values and refits;
+    ``"lookahead"``: the trained lookahead network, one pass per row) or a
+    uniformly random unmeasured candidate (``"random"``). With the same ``key``
+    every strategy fits the same first posterior, so the curves start at the
+    same RMSE.
 
     Parameters
     ----------
@@ -465,7 +554,8 @@ def acquire(
         Acquisitions per row.
     observed : bool array ``[N, D]`` or ``[D]``, optional
         What is known before the first acquisition (default: nothing).
-    strategy : {"greedy", "random"}
+    strategy : {"greedy", "random", "lookahead"}
+        ``"lookahead"`` is :func:`next_feature`'s ``method="lookahead"``.
     key : int or jax PRNG key
     num_samples : int, default 10
         Imagined values per candidate (greedy only).
@@ -475,6 +565,8 @@ def acquire(
         Features that may be acquired (default: all).
     num_draws : int, default 50
         Posterior draws averaged into each imputation.
+    network : str or Guide, default "lookahead"
+        ``strategy="lookahead"`` only: see :func:`next_feature`.
     lookahead : dict, optional
         See :func:`next_feature`.
     chunk_size : int, optional
@@ -511,8 +603,11 @@ def acquire(
     key = as_key(key)
     query = model.given(X, observed=obs)
     cols, names = _candidates(query, candidates)
-    cur, look, _, _ = _backends(query, backend, 0, lookahead, hyperparameters, num_draws)
-    greedy = strategy == "greedy"
+    method = "lookahead" if strategy == "lookahead" else "sampling"
+    cur, look, _, _ = _backends(
+        query, backend, 0, lookahead, hyperparameters, num_draws, method, network
+    )
+    greedy = strategy != "random"
     rmse = np.full((N, budget + 1), np.nan)
     rmse_full = np.zeros((N, budget + 1))
     order = np.full((N, budget), -1, np.int64)
@@ -521,7 +616,9 @@ def acquire(
     for t in range(budget + 1):
         query = model.given(X, observed=obs)
         # guide starts (init="posterior_matching") are recomputed for the new evidence
-        target = _backends(query, backend, 0, lookahead, hyperparameters, num_draws)[2]
+        target = _backends(
+            query, backend, 0, lookahead, hyperparameters, num_draws, method, network
+        )[2]
         k_t = jax.random.fold_in(key, t)
         step = greedy and t < budget
         start = time.perf_counter()

@@ -2,10 +2,12 @@
 
 See :mod:`vaequery.guides.training` for the objectives, :mod:`vaequery.guides.networks`
 for the partial encoder and its heads, :mod:`vaequery.guides.masks` for the
-training mask distributions.
+training mask distributions, :mod:`vaequery.guides.lookahead` for posterior
+matching's lookahead network (feature acquisition).
 """
 
 from vaequery.guides.guide import KINDS, Guide
+from vaequery.guides.lookahead import LookaheadNetwork, train_lookahead
 from vaequery.guides.masks import (
     MCAR,
     HalfMissing,
@@ -28,6 +30,7 @@ __all__ = [
     "Guide",
     "HalfMissing",
     "KINDS",
+    "LookaheadNetwork",
     "MCAR",
     "MaskDistribution",
     "MixtureOfMasks",
@@ -37,6 +40,7 @@ __all__ = [
     "UniformCount",
     "as_mask_distribution",
     "train_decoder_only",
+    "train_lookahead",
     "train_posterior_matching",
     "train_retuned_encoder",
 ]

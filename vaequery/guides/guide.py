@@ -11,6 +11,9 @@ Models keep their guides in ``VAE.guides`` by name:
     A :class:`~vaequery.guides.PartialEncoder` trained on the decoder's own samples.
 ``"retuned_encoder"``
     A copy of the model's encoder fine-tuned on masked rows, decoder frozen.
+``"lookahead"``
+    A :class:`~vaequery.guides.LookaheadNetwork` (posterior matching's eq. 7)
+    trained against a frozen Gaussian partial encoder, for feature acquisition.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ KINDS = {
     "posterior_matching": "vaequery.guides.train_posterior_matching",
     "decoder_only": "vaequery.guides.train_decoder_only",
     "retuned_encoder": "vaequery.guides.train_retuned_encoder",
+    "lookahead": "vaequery.guides.train_lookahead",
 }
 
 
@@ -34,7 +38,8 @@ class Guide:
     kind : str
         One of :data:`KINDS`.
     network : equinox.Module
-        :class:`~vaequery.guides.PartialEncoder` or :class:`~vaequery.decoder.MLPEncoder`.
+        :class:`~vaequery.guides.PartialEncoder`, :class:`~vaequery.decoder.MLPEncoder`
+        or :class:`~vaequery.guides.LookaheadNetwork`.
     features : list of str
         Feature names (in order) of the model it was trained for.
     latent_dim : int
@@ -93,6 +98,30 @@ class Guide:
             )
 
 
+#: Guide network classes that register themselves (:func:`register_network`), so that
+#: this module need not import the modules that define them (e.g. the lookahead
+#: network, which imports the backends that import this module).
+_NETWORKS: dict = {}
+
+
+def register_network(cls):
+    """Let :func:`build_network` rebuild guides whose network is ``cls``.
+
+    Parameters
+    ----------
+    cls : type
+        An equinox module whose constructor takes the guide's ``architecture``
+        record (less ``"class"``) as keyword arguments.
+
+    Returns
+    -------
+    type
+        ``cls`` (usable as a class decorator).
+    """
+    _NETWORKS[cls.__name__] = cls
+    return cls
+
+
 def build_network(architecture: dict):
     """Rebuild a guide network's skeleton from its ``architecture`` record.
 
@@ -115,6 +144,8 @@ def build_network(architecture: dict):
     cls = arch.pop("class")
     if cls == "PartialEncoder":
         return skeleton(PartialEncoder, **arch)
+    if cls in _NETWORKS:
+        return skeleton(_NETWORKS[cls], **arch)
     if cls == "MLPEncoder":
         return skeleton(MLPEncoder, arch["num_features"], arch["latent_dim"], tuple(arch["hidden"]))
     raise ValueError(f"unknown guide network class {cls!r}")
