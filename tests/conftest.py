@@ -27,6 +27,7 @@ FAST = {
     "mixture": dict(num_steps=25, num_samples=8, num_components=3),
     "planar": dict(num_steps=20, num_samples=8, num_layers=3),
     "fcn": dict(num_steps=20, num_samples=8, hidden_width=4),
+    "hierarchical": dict(num_steps=20, num_samples=8, warmup_steps=10),
     "numpyro": dict(num_steps=20, num_samples=8),
     "nuts": dict(num_warmup=20, num_chains=2, max_num_doublings=4),
     "hmc": dict(num_warmup=20, num_chains=2, num_integration_steps=4),

@@ -51,6 +51,8 @@ def _vae_for(name):
         vae = ORACLE.vae_with_encoder()
     if isinstance(guide, str):
         _tiny_guide(vae, guide)
+    if getattr(cls, "needs_hierarchy", False):  # latent layers: a linear HVAE, d = 1 + 1
+        vae = vq.testing.linear_hvae([[0.8]], [0.6], ORACLE.W[:, :1], ORACLE.b, ORACLE.sigma)
     return vae, X
 
 

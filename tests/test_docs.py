@@ -32,3 +32,22 @@ def test_examples_run(page, tmp_path, monkeypatch):
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, page, "exec"), namespace)  # one namespace per page, like a session
+
+
+def test_every_backend_has_a_row_and_a_page():
+    """docs/backends.md lists every registered backend; the page it links names it."""
+    import vaequery as vq
+
+    text = (ROOT / "docs" / "backends.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| \[[^\]]+\]\((\w+\.md)\) \|", text, re.M)
+    listed = {name for name, _ in rows}
+    assert listed == set(vq.backends.available()), (
+        f"not in docs/backends.md: {sorted(set(vq.backends.available()) - listed)}; "
+        f"listed but not registered: {sorted(listed - set(vq.backends.available()))}"
+    )
+    for name, page in rows:
+        path = ROOT / "docs" / page
+        assert path.exists(), f"{name}: {page} does not exist"
+        assert f"`{name}`" in path.read_text() or f'"{name}"' in path.read_text(), (
+            f"{page} does not mention the backend {name}"
+        )

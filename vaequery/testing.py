@@ -386,3 +386,107 @@ def quadrant(z):
     """Quadrant index ``2 [z1 > 0] + [z2 > 0]`` of points ``z [..., 2]``."""
     z = np.asarray(z)
     return 2 * (z[..., 0] > 0) + (z[..., 1] > 0)
+
+
+def linear_hvae(A, s, W, b, sigma, B=None, names=None, feature_scale=0.1, seed=0):
+    r"""A two-layer linear-Gaussian hierarchical VAE, for checking hierarchical inference.
+
+    The model is :math:`z_1 \sim \mathcal N(0, I_{d_1})`,
+    :math:`z_2 \mid z_1 \sim \mathcal N(A z_1, \operatorname{diag}(s^2))`,
+    :math:`x \mid z \sim \mathcal N(W z_2 + b, \sigma^2 I)`, an
+    :class:`~vaequery.models.HVAEModel` whose networks are linear, so that
+    the ``"hierarchical"`` backend (QAVI eq. 10) runs on it:
+
+    * posterior layer 1: ``loc = lambda_1[:d1]``, ``scale = softplus(lambda_1[d1:])``;
+    * posterior layer 2: ``loc = lambda_2[:d2] + B z_1``, ``scale = softplus(lambda_2[d2:])``;
+    * features ``lambda_l = F_l x + c_l`` with small random ``F_l`` (the start
+      only; ``c_l`` makes the start scales 1).
+
+    The flat latent is ``u = (z_1, z_2)``, jointly Gaussian, so ``p(u | x_O)``
+    follows by Gaussian conditioning (compute it independently of vaequery).
+    With a diagonal ``A`` and a ``W`` whose rows each load on one entry of
+    ``z_2``, the exact posterior lies inside QAVI's family (its conditionals
+    are diagonal and ``E[z_2 | z_1, x_O] = diag(k) A z_1 + c`` with ``k`` in
+    ``(0, 1]``, reachable with ``B = -A / 2``, the default).
+
+    Parameters
+    ----------
+    A : array ``[d2, d1]``
+    s : array ``[d2]``
+        Conditional prior standard deviations of ``z_2``.
+    W : array ``[D, d2]``
+    b : array ``[D]``
+    sigma : float
+        Observation noise.
+    B : array ``[d2, d1]``, optional
+        The posterior network's coefficient of ``z_1``; default ``-A / 2``.
+    names : list of str, optional
+        Feature names (default ``x0, x1, ...``).
+    feature_scale : float
+        Size of the random feature maps ``F_l``.
+    seed : int
+
+    Returns
+    -------
+    vaequery.models.HVAEModel
+        With ``sizes == (d1, d2)`` and prior sites ``"z1"``, ``"z2"``.
+    """
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from vaequery.models.hvae import HVAEModel
+    from vaequery.schema import Schema
+
+    dt = jnp.result_type(float)
+    A = jnp.atleast_2d(jnp.asarray(A, dt))
+    d2, d1 = A.shape
+    W = jnp.asarray(W, dt).reshape(-1, d2)
+    D = W.shape[0]
+    B = -0.5 * A if B is None else jnp.asarray(B, dt)
+    rng = np.random.default_rng(seed)
+    inv_softplus_1 = float(np.log(np.e - 1.0))
+
+    def fmap(d):
+        F = jnp.asarray(feature_scale * rng.normal(size=(2 * d, D)), dt)
+        c = jnp.concatenate([jnp.zeros(d, dt), jnp.full(d, inv_softplus_1, dt)])
+        return F, c
+
+    class _LinearHierarchy(eqx.Module):
+        A: jax.Array
+        s: jax.Array
+        B: jax.Array
+        F: tuple
+        sizes: tuple = eqx.field(static=True)
+
+        def features(self, x):
+            return tuple(x @ F.T + c for F, c in self.F)
+
+        def prior_layer(self, layer, z_prev):
+            if layer == 0:
+                shape = z_prev.shape[:-1] + (self.sizes[0],)
+                return jnp.zeros(shape, z_prev.dtype), jnp.ones(shape, z_prev.dtype)
+            loc = z_prev @ self.A.T
+            return loc, jnp.broadcast_to(self.s, loc.shape)
+
+        def posterior_layer(self, layer, lam, z_prev):
+            d = self.sizes[layer]
+            loc, scale = lam[..., :d], jax.nn.softplus(lam[..., d:]) + 1e-3
+            if layer == 1:
+                loc = loc + z_prev @ self.B.T
+            return loc, scale
+
+    class _LinearDecoder(eqx.Module):
+        W: jax.Array
+        b: jax.Array
+        sigma: float = eqx.field(static=True)
+        d1: int = eqx.field(static=True)
+
+        def __call__(self, z):
+            loc = z[..., self.d1 :] @ self.W.T + self.b
+            return {"loc": loc, "scale": jnp.full_like(loc, self.sigma)}
+
+    h = _LinearHierarchy(A, jnp.asarray(s, dt).reshape(d2), B, (fmap(d1), fmap(d2)), (d1, d2))
+    dec = _LinearDecoder(W, jnp.asarray(b, dt).reshape(D), float(sigma), int(d1))
+    names = list(names) if names is not None else [f"x{j}" for j in range(D)]
+    return HVAEModel(h, dec, Schema.from_names(names))

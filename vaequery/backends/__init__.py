@@ -20,6 +20,7 @@ from vaequery.backends.fullrank import FullRank
 from vaequery.backends.gaussian import Gaussian
 from vaequery.backends.gibbs import MetropolisWithinGibbs, PseudoGibbs
 from vaequery.backends.grid import Grid
+from vaequery.backends.hierarchical import Hierarchical
 from vaequery.backends.hmc import HMC, NUTS, MCMCBackend
 from vaequery.backends.iaf import IAF
 from vaequery.backends.mixture import Mixture
@@ -49,6 +50,7 @@ __all__ = [
     "Pathfinder",
     "Planar",
     "HMC",
+    "Hierarchical",
     "MCMCBackend",
     "MetropolisWithinGibbs",
     "NUTS",
