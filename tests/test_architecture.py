@@ -15,11 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vaequery"
 #: Back-references still to be removed, each ``(importer, imported): why``. The
 #: test fails on any other cycle, and on an entry here that no longer exists
 #: (delete it then), so this list can only shrink.
-DEFERRED = {
-    # Posterior.save / pickling and VAE.save / pickling call the file format,
-    # which builds VAEs, queries and posteriors when reading.
-    ("vaequery.posterior", "vaequery.io"): "Posterior.save and __reduce__",
-    ("vaequery.vae", "vaequery.io"): "VAE.save and __reduce__",
+DEFERRED: dict = {
+    # Deferred (function-level) imports that would close a cycle, with why. Empty: the
+    # result objects save and pickle through vaequery._format, below vaequery.io.
 }
 
 

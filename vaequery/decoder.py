@@ -107,17 +107,27 @@ class MLPEncoder(eqx.Module):
     """``x -> (loc, scale)`` diagonal Gaussian encoder (QAVI: D->128->128->2d).
 
     Unobserved inputs are zero-filled (the standardised mean) before encoding,
-    as QAVI does when initialising from the encoder.
+    as QAVI does when initialising from the encoder. With ``mask_input=True``
+    the network also reads the observed mask (input ``[x, mask]``, ``2D``
+    wide), so a zero-filled entry is told apart from an observed zero; called
+    without ``mask`` (as the backends do) the mask is read off the zero-filled
+    row as ``x != 0``.
     """
 
     net: eqx.nn.MLP
     latent_dim: int = eqx.field(static=True)
+    mask_input: bool = eqx.field(static=True, default=False)
 
-    def __init__(self, num_features, latent_dim, hidden=(128, 128), *, key):
-        self.net = _mlp(key, (num_features, *hidden, 2 * latent_dim), jax.nn.relu)
+    def __init__(self, num_features, latent_dim, hidden=(128, 128), *, key, mask_input=False):
+        n_in = 2 * num_features if mask_input else num_features
+        self.net = _mlp(key, (n_in, *hidden, 2 * latent_dim), jax.nn.relu)
         self.latent_dim = latent_dim
+        self.mask_input = bool(mask_input)
 
-    def __call__(self, x):
+    def __call__(self, x, mask=None):
+        if self.mask_input:
+            mask = (x != 0) if mask is None else jnp.broadcast_to(mask, x.shape)
+            x = jnp.concatenate([x, mask.astype(x.dtype)], -1)
         out = _apply(self.net, x)
         loc, raw = jnp.split(out, 2, axis=-1)
         return loc, jax.nn.softplus(raw) + 1e-4

@@ -33,260 +33,55 @@ decoders save your own weights and rebuild with :func:`vaequery.from_decoder`.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import numpy as np
 
-from vaequery._leaves import read_leaves
-from vaequery._version import __version__
-from vaequery.backends._base import backend_record
+from vaequery import _format
+from vaequery._format import (  # noqa: F401  (the format's names, read here too)
+    _FORMAT_LOADERS,
+    _POSTERIOR_ARRAYS,
+    FORMAT,
+    FORMAT_VERSION,
+    GUIDE_FILE,
+    GUIDE_FORMAT,
+    GUIDE_FORMAT_VERSION,
+    GUIDES_DIR,
+    MODEL_DIR,
+    MODEL_FILE,
+    POSTERIOR_FILE,
+    POSTERIOR_FORMAT,
+    POSTERIOR_FORMAT_VERSION,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    _check_guide_name,
+    _folder_reader,
+    _guide_files,
+    _json_bytes,
+    _leaves_bytes,
+    _read_json,
+    _read_weights,
+    _UnsavableModel,
+    _version,
+    model_files,
+    model_from_files,
+    pickle_refusal,
+    posterior_files,
+    posterior_from_files,
+    register_format,
+    save,
+    save_guide,
+    save_posterior,
+)
 from vaequery.decoder import MixedMLPDecoder, MLPDecoder, MLPEncoder, skeleton
 from vaequery.likelihoods import Gaussian, Mixed
 from vaequery.posterior import posterior_from_arrays
 from vaequery.schema import Schema
+from vaequery.vae import VAE
 
-FORMAT = "vaequery.vae"
-FORMAT_VERSION = 1
-MODEL_FILE = "model.json"
-WEIGHTS_FILE = "weights.eqx"
-GUIDE_FORMAT = "vaequery.guide"
-GUIDE_FORMAT_VERSION = 1
-GUIDE_FILE = "guide.json"
-GUIDES_DIR = "guides"
-#: ``model.json`` formats other model families read themselves: ``{format: loader}``,
-#: filled by :func:`register_format` (vaequery.models.vaeac registers "vaequery.vaeac")
-_FORMAT_LOADERS: dict = {}
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-
-
-class _UnsavableModel(TypeError):
-    """The model is not one this format stores (a user decoder function, another likelihood)."""
-
-
-def pickle_refusal(error, what="VAE"):
-    """The ``TypeError`` raised when a ``what`` cannot be pickled because of ``error``."""
-    return TypeError(
-        f"cannot pickle this {what}: {error} vaequery pickles models and results through "
-        "its own file format (vaequery.io: JSON and array bytes, never code), which stores "
-        "vaequery's MLP networks with a Gaussian likelihood only; a model wrapping your own "
-        "decoder function cannot travel by pickle. Rebuild it where it is needed: e.g. give "
-        "multiprocessing a module-level function that calls vaequery.from_decoder (a Pool "
-        "initializer), and send it the query arrays; or save a result with "
-        "Posterior.save(path) and load it with vaequery.load_posterior(path, model=vae)."
-    )
-
-
-def _version() -> str:
-    return __version__
-
-
-def _hidden(net: eqx.nn.MLP) -> list[int]:
-    return [int(net.width_size)] * int(net.depth)
-
-
-def _describe(vae) -> dict:
-    dec, enc = vae.decode_fn, vae.encode_fn
-    mixed = isinstance(dec, MixedMLPDecoder)
-    if not isinstance(dec, (MLPDecoder, MixedMLPDecoder)):
-        raise _UnsavableModel(
-            "VAE.save writes vaequery's own MLPDecoder / MixedMLPDecoder models; this decoder "
-            f"is a {type(dec).__name__}. Save its weights yourself and rebuild the model "
-            "with vaequery.from_decoder."
-        )
-    if enc is not None and not isinstance(enc, MLPEncoder):
-        raise _UnsavableModel(
-            f"VAE.save needs an MLPEncoder (or no encoder), got {type(enc).__name__}"
-        )
-    if not isinstance(vae.likelihood, Mixed if mixed else Gaussian):
-        raise _UnsavableModel(
-            "VAE.save supports an MLPDecoder with the Gaussian likelihood and a "
-            "MixedMLPDecoder with the mixed one, got a "
-            f"{type(dec).__name__} with {type(vae.likelihood).__name__}"
-        )
-    dec_arch = {
-        "class": type(dec).__name__,
-        "latent_dim": int(dec.net.in_size),
-        "num_features": int(dec.num_features),
-        "hidden": _hidden(dec.net),
-        "min_scale": float(dec.min_scale),
-    }
-    arch = {
-        "decoder": dec_arch,
-        "encoder": None
-        if enc is None
-        else {
-            "class": "MLPEncoder",
-            "num_features": int(enc.net.in_size),
-            "latent_dim": int(enc.latent_dim),
-            "hidden": _hidden(enc.net),
-        },
-    }
-    lik = vae.likelihood
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "vaequery_version": _version(),
-        "latent_dim": vae.latent_dim,
-        "schema": vae.schema.to_dict(),
-        "likelihood": _likelihood_record(lik),
-        "architecture": arch,
-        "dtype": str(dec.net.layers[0].weight.dtype),
-        "metadata": vae.metadata,
-        "guides": sorted(vae.guides),
-    }
-
-
-def _likelihood_record(lik) -> dict:
-    # a mixed likelihood is rebuilt from the schema; its real head holds the scales
-    head = lik.heads.get("real", Gaussian()) if isinstance(lik, Mixed) else lik
-    return {
-        "name": "mixed" if isinstance(lik, Mixed) else "gaussian",
-        "scale": np.asarray(head.scale, float).tolist(),
-        "min_scale": float(head.min_scale),
-    }
-
-
-def save(vae, path) -> Path:
-    """Write a model to the folder ``path`` (created if needed).
-
-    Parameters
-    ----------
-    vae : vaequery.VAE
-        A model trained by :func:`vaequery.train` (MLP encoder/decoder, Gaussian).
-    path : str or Path
-        Folder; ``model.json`` and ``weights.eqx`` inside it are overwritten.
-
-    Returns
-    -------
-    Path
-        The folder.
-    """
-    files = model_files(vae)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    guides_dir = path / GUIDES_DIR
-    if guides_dir.is_dir():  # guides of an earlier save must not outlive it
-        import shutil
-
-        shutil.rmtree(guides_dir)
-    # model.json last: a folder interrupted mid-save has no (stale) model.json
-    for name in sorted(files, key=lambda n: n == MODEL_FILE):
-        (path / name).parent.mkdir(parents=True, exist_ok=True)
-        (path / name).write_bytes(files[name])
-    return path
-
-
-def model_files(vae) -> dict:
-    """The files :func:`save` writes, as ``{relative path: bytes}`` (nothing touches disk).
-
-    Pickling a :class:`vaequery.VAE` carries these bytes, and
-    :func:`save_posterior` stores them inside a posterior file.
-
-    Parameters
-    ----------
-    vae : vaequery.VAE
-
-    Returns
-    -------
-    dict of str to bytes
-        ``model.json``, ``weights.eqx`` and ``guides/<name>/...`` per guide.
-
-    Raises
-    ------
-    TypeError
-        The model is not one this format stores (see the module docstring).
-    """
-    info = _describe(vae)
-    files = {WEIGHTS_FILE: _leaves_bytes((vae.encode_fn, vae.decode_fn))}
-    for name, guide in vae.guides.items():
-        _check_guide_name(name)
-        for k, v in _guide_files(guide).items():
-            files[f"{GUIDES_DIR}/{name}/{k}"] = v
-    files[MODEL_FILE] = _json_bytes(info)
-    return files
-
-
-def _leaves_bytes(tree) -> bytes:
-    buf = io.BytesIO()
-    eqx.tree_serialise_leaves(buf, tree)
-    return buf.getvalue()
-
-
-def _json_bytes(info) -> bytes:
-    return (json.dumps(info, indent=2, default=_json_default) + "\n").encode()
-
-
-def _read_json(read, name, where) -> dict:
-    try:
-        info = json.loads(read(name))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{where}: {name} is corrupted (not valid JSON: {e})") from None
-    if not isinstance(info, dict):
-        raise ValueError(f"{where}: {name} is corrupted (not a JSON object)")
-    return info
-
-
-def _read_weights(data: bytes, like, where, name=WEIGHTS_FILE):
-    try:
-        return read_leaves(io.BytesIO(data), like)
-    except Exception as e:  # truncated or altered bytes fail in many ways inside numpy
-        raise ValueError(
-            f"{where}: {name} is truncated or corrupted and cannot be read "
-            f"({type(e).__name__}: {e}); save the model again"
-        ) from None
-
-
-def _folder_reader(path: Path):
-    def read(name):
-        f = path / name
-        if not f.exists():
-            raise FileNotFoundError(f"{path} is incomplete: the file {f} is missing")
-        return f.read_bytes()
-
-    return read
-
-
-def _check_guide_name(name):
-    if not isinstance(name, str) or not name.replace("_", "").isalnum():
-        raise ValueError(
-            f"guide names must be letters, digits and '_' (a folder name), got {name!r}"
-        )
-
-
-def save_guide(guide, path) -> Path:
-    """Write one trained guide to the folder ``path`` (``guide.json`` + ``weights.eqx``).
-
-    Parameters
-    ----------
-    guide : vaequery.guides.Guide
-    path : str or Path
-
-    Returns
-    -------
-    Path
-    """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for name, data in _guide_files(guide).items():
-        (path / name).write_bytes(data)
-    return path
-
-
-def _guide_files(guide) -> dict:
-    info = {
-        "format": GUIDE_FORMAT,
-        "format_version": GUIDE_FORMAT_VERSION,
-        "vaequery_version": _version(),
-        "kind": guide.kind,
-        "features": list(guide.features),
-        "latent_dim": int(guide.latent_dim),
-        "architecture": guide.architecture,
-        "info": guide.info,
-    }
-    return {WEIGHTS_FILE: _leaves_bytes(guide.network), GUIDE_FILE: _json_bytes(info)}
 
 
 def load_guide(path, model=None):
@@ -337,12 +132,6 @@ def _guide_from_files(read, where, model=None, name=None):
     return guide
 
 
-def _json_default(o):
-    if isinstance(o, (np.generic, np.ndarray)):
-        return o.tolist()
-    raise TypeError(f"metadata value of type {type(o).__name__} is not JSON-serialisable")
-
-
 def load(path):
     """Read a model written by :meth:`vaequery.VAE.save`.
 
@@ -372,63 +161,8 @@ def load(path):
     return model_from_files(_folder_reader(path), where=path)
 
 
-def register_format(fmt: str, loader) -> None:
-    """Let a model family load its own ``model.json`` format.
-
-    Parameters
-    ----------
-    fmt : str
-        The ``"format"`` entry of its ``model.json``.
-    loader : callable
-        ``loader(read, info, where) -> model``: ``read(name) -> bytes`` reads a
-        file of the folder, ``info`` is the parsed ``model.json``, ``where``
-        names the folder in error messages. Like :func:`model_from_files`, it
-        must not run code from the files.
-    """
-    _FORMAT_LOADERS[fmt] = loader
-
-
-def model_from_files(files, where="model"):
-    """Rebuild a model from the files :func:`model_files` gives (or a reader of them).
-
-    Only JSON and raw array bytes are read: no code from the files runs.
-
-    Parameters
-    ----------
-    files : dict of str to bytes, or callable
-        ``{relative path: bytes}``, or ``read(relative path) -> bytes``.
-    where : str or Path
-        Named in error messages.
-
-    Returns
-    -------
-    vaequery.VAE
-
-    Raises
-    ------
-    ValueError
-        Another format, a newer format version, or corrupted/truncated files.
-    """
-    from vaequery.vae import VAE
-
-    if isinstance(files, dict):
-        table = files
-
-        def read(name):
-            if name not in table:
-                raise ValueError(f"{where} is incomplete: {name} is missing")
-            return table[name]
-
-    else:
-        read = files
-    info = _read_json(read, MODEL_FILE, where)
-    loader = _FORMAT_LOADERS.get(info.get("format"))
-    if loader is not None:  # another model family (e.g. a VAEAC): its own layout
-        return loader(read, info, where)
-    if info.get("format") != FORMAT:
-        raise ValueError(
-            f"{where}: {MODEL_FILE} is not a vaequery model file (format {info.get('format')!r})"
-        )
+def _vae_from_files(read, info, where):
+    """The loader of ``"format": "vaequery.vae"`` (see :func:`vaequery._format.register_format`)."""
     version = info.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
@@ -461,7 +195,13 @@ def model_from_files(files, where="model"):
     enc = (
         None
         if e is None
-        else skeleton(MLPEncoder, e["num_features"], e["latent_dim"], tuple(e["hidden"]))
+        else skeleton(
+            MLPEncoder,
+            e["num_features"],
+            e["latent_dim"],
+            tuple(e["hidden"]),
+            mask_input=e.get("inputs", "values") == "values_and_mask",
+        )
     )
     enc, dec = _read_weights(read(WEIGHTS_FILE), (enc, dec), where)
     lik_info = info["likelihood"]
@@ -479,6 +219,9 @@ def model_from_files(files, where="model"):
             lambda n, sub=sub: read(sub + n), f"{where}/{sub[:-1]}", model=vae, name=name
         )
     return vae
+
+
+register_format(FORMAT, _vae_from_files)
 
 
 def available_pretrained() -> list[str]:
@@ -512,136 +255,6 @@ def pretrained(name: str):
     if name not in names:
         raise ValueError(f"no pretrained model {name!r}; available: {names}")
     return load(PRETRAINED_DIR / name)
-
-
-# ------------------------------------------------------------------ posteriors
-POSTERIOR_FORMAT = "vaequery.posterior"
-POSTERIOR_FORMAT_VERSION = 1
-POSTERIOR_FILE = "posterior.json"
-STATE_FILE = "state.eqx"
-MODEL_DIR = "model/"
-_POSTERIOR_ARRAYS = ("z", "x_model", "loss", "failed", "x", "observed", "target", "key")
-
-
-def posterior_files(post, include_model=True) -> dict:
-    """A :class:`vaequery.Posterior` as ``{name: bytes}`` (see :func:`save_posterior`).
-
-    Parameters
-    ----------
-    post : vaequery.Posterior
-    include_model : bool
-        Add the model's files under ``model/`` (required for pickling).
-
-    Returns
-    -------
-    dict of str to bytes
-
-    Raises
-    ------
-    TypeError
-        ``include_model`` and a model this format cannot store, or a backend
-        with a non-numeric hyper-parameter (an optax schedule), or a query
-        with soft constraints or a model with a custom latent prior (functions,
-        which this format never stores).
-    """
-    q = post.query
-    if getattr(q, "factors", ()):
-        raise TypeError(
-            f"cannot save this Posterior: its query has soft constraints "
-            f"({', '.join(f.describe() for f in q.factors)}), which are code, and vaequery's "
-            "format stores no code; a reloaded result would drop them from its "
-            "log-likelihoods. Keep the arrays (post.z, post.x, post.derived) instead"
-        )
-    if getattr(q.model, "prior", None) is not None:
-        raise TypeError(
-            "cannot save this Posterior: its model has a custom latent prior (a NumPyro "
-            "function), which is code, and vaequery's format stores no code; a reloaded "
-            "result would assume N(0, I). Keep the arrays (post.z, post.x) instead"
-        )
-    arrays = {
-        "z": np.asarray(post.z),
-        "x_model": np.asarray(post._x_model),
-        "loss": np.asarray(post.loss),
-        "failed": np.asarray(post.failed, bool),
-        "x": np.asarray(q.x),
-        "observed": np.asarray(q.observed_mask),
-        "target": np.asarray(q.target_mask),
-        "key": np.asarray(jax.random.key_data(post._key)),
-    }
-    if q.has_intervals:  # interval evidence: written only when there is some
-        arrays.update(lo=np.asarray(q.lo), hi=np.asarray(q.hi), interval=q.interval_mask)
-    info_arrays = {f"info/{k}": np.asarray(v) for k, v in post.info.items()}
-    files = {}
-    for name, a in {**arrays, **info_arrays}.items():
-        if a.dtype == object:
-            raise TypeError(f"posterior array {name!r} holds Python objects; it cannot be stored")
-        buf = io.BytesIO()
-        np.save(buf, a, allow_pickle=False)
-        files[f"arrays/{name}.npy"] = buf.getvalue()
-    files[STATE_FILE] = _leaves_bytes(post.state)
-    model = q.model
-    model_included = False
-    if include_model:
-        for k, v in model_files(model).items():
-            files[MODEL_DIR + k] = v
-        model_included = True
-    info = {
-        "format": POSTERIOR_FORMAT,
-        "format_version": POSTERIOR_FORMAT_VERSION,
-        "vaequery_version": _version(),
-        "backend": backend_record(post.backend),
-        "num_draws": int(post.z.shape[-2]),
-        "single": bool(q.single),
-        "features": list(model.feature_names),
-        "latent_dim": int(model.latent_dim),
-        "info": sorted(post.info),
-        "model_included": model_included,
-        "intervals": bool(q.has_intervals),
-    }
-    files[POSTERIOR_FILE] = _json_bytes(info)
-    return files
-
-
-def save_posterior(post, path, include_model=None) -> Path:
-    """Write a :class:`vaequery.Posterior` to one file (a zip archive).
-
-    The archive holds ``posterior.json`` (format, version, backend name and
-    hyper-parameters, feature names), ``arrays/<name>.npy`` (draws,
-    imputations, losses, ``failed``, the query's evidence and masks, the key,
-    ``info/...``; written with ``allow_pickle=False``), ``state.eqx`` (the
-    fitted per-row backend state, :func:`equinox.tree_serialise_leaves`) and,
-    when the model can be saved (:func:`save`), the model under ``model/``.
-    Read it back with :func:`load_posterior`: no code is ever loaded.
-
-    Parameters
-    ----------
-    post : vaequery.Posterior
-    path : str or Path
-        The file (overwritten).
-    include_model : bool, optional
-        Default: include the model when it can be saved. ``True`` makes a
-        model that cannot be saved an error.
-
-    Returns
-    -------
-    Path
-    """
-    import zipfile
-
-    if include_model is None:
-        try:
-            files = posterior_files(post, include_model=True)
-        except _UnsavableModel:
-            files = posterior_files(post, include_model=False)
-    else:
-        files = posterior_files(post, include_model=include_model)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(files, key=lambda n: n == POSTERIOR_FILE):
-            zf.writestr(name, files[name])
-    tmp.replace(path)  # a crash mid-write never leaves a half file under the name
-    return path
 
 
 def load_posterior(path, model=None):
@@ -688,21 +301,8 @@ def load_posterior(path, model=None):
     return posterior_from_files(files, model=model, where=where)
 
 
-def posterior_from_files(files: dict, model=None, where="posterior"):
-    """Rebuild a :class:`vaequery.Posterior` from :func:`posterior_files` output.
-
-    Parameters
-    ----------
-    files : dict of str to bytes
-    model : vaequery.VAE, optional
-        See :func:`load_posterior`.
-    where : str
-        Named in error messages.
-
-    Returns
-    -------
-    vaequery.Posterior
-    """
+def _posterior_from_files(files: dict, model=None, where="posterior"):
+    """The posterior reader (:func:`vaequery._format.register_posterior_reader`)."""
     from vaequery.backends import _base
     from vaequery.fit import _run_batch
     from vaequery.query import Query
@@ -776,3 +376,6 @@ def posterior_from_files(files: dict, model=None, where="posterior"):
     )
     state = _read_weights(read(STATE_FILE), fit_shape.state, where, STATE_FILE)
     return posterior_from_arrays(query, backend, state, arrays, key)
+
+
+_format.register_posterior_reader(_posterior_from_files)

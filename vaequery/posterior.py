@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from vaequery import _format
 from vaequery.report import arviz as _arviz
 from vaequery.report import diagnostics as _diagnostics
 from vaequery.report import imputation as _imputation
@@ -92,24 +93,15 @@ class Posterior:
         -------
         Path
         """
-        from vaequery.io import save_posterior
-
-        return save_posterior(self, path, include_model=include_model)
+        return _format.save_posterior(self, path, include_model=include_model)
 
     def __reduce__(self):
         # pickle through the same format (model included), see VAE.__reduce__
-        from vaequery.io import (
-            _UnsavableModel,
-            pickle_refusal,
-            posterior_files,
-            posterior_from_files,
-        )
-
         try:
-            files = posterior_files(self, include_model=True)
-        except _UnsavableModel as e:
-            raise pickle_refusal(e, "Posterior") from None
-        return (posterior_from_files, (files, None, "pickled Posterior"))
+            files = _format.posterior_files(self, include_model=True)
+        except _format._UnsavableModel as e:
+            raise _format.pickle_refusal(e, "Posterior") from None
+        return (_format.posterior_from_files, (files, None, "pickled Posterior"))
 
     # ----------------------------------------------------------- shapes
     @property

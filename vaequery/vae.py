@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 
+from vaequery import _format
 from vaequery.decoder_checks import GaussianTupleDecoder, check_decoder, check_encoder
 from vaequery.likelihoods import Likelihood, make_likelihood
 from vaequery.model import (
@@ -166,10 +167,8 @@ class VAE:
         Path
             The folder written.
         """
-        from vaequery.io import save
-
         self._refuse_custom_prior("save")
-        return save(self, path)
+        return _format.save(self, path)
 
     def _refuse_custom_prior(self, what):
         if getattr(self, "prior", None) is not None:
@@ -182,17 +181,15 @@ class VAE:
             )
 
     def __reduce__(self):
-        # Pickle through vaequery's own format (vaequery.io.model_files: JSON and
+        # Pickle through vaequery's own format (vaequery._format.model_files: JSON and
         # array bytes), so joblib and multiprocessing work and unpickling runs
         # only vaequery's reader, never code carried in the pickle.
-        from vaequery.io import _UnsavableModel, model_files, model_from_files, pickle_refusal
-
         self._refuse_custom_prior("pickle")
         try:
-            files = model_files(self)
-        except _UnsavableModel as e:
-            raise pickle_refusal(e) from None
-        return (model_from_files, (files, "pickled VAE"))
+            files = _format.model_files(self)
+        except _format._UnsavableModel as e:
+            raise _format.pickle_refusal(e) from None
+        return (_format.model_from_files, (files, "pickled VAE"))
 
     def __copy__(self):
         new = object.__new__(type(self))
