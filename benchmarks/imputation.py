@@ -26,6 +26,16 @@ Methods:
   (the default), ``fill_zeros`` (the trained encoder on the zero-filled row: the
   amortized posterior the masked-ELBO training itself fits) and, on request,
   ``mixture`` (QAVI's best family).
+* **vaequery variants** (``--variants``, :data:`VARIANTS`; issue 18 item 2):
+  models trained with the options of :func:`vaequery.train` for small,
+  incomplete tables: MIWAE's importance-weighted bound (``num_importance``),
+  the missingness mask as an encoder input, weight decay, early stopping on
+  held-out training *entries* (``holdout``; every train row trains) and the
+  small search of :mod:`vaequery.tuning` (``tune=True``). Besides the
+  ``gaussian`` backend they impute by ``is``: the encoder's draws
+  (``fill_zeros``, 500 per row) importance-resampled towards the posterior
+  (``post.resample()``, PSIS over 5,000 proposals), MIWAE's own imputation.
+  Every choice is made on training entries; test rows are only imputed.
 * **scikit-learn**, all on features standardised with the observed train
   entries (``KNNImputer``'s distances need it): ``SimpleImputer(mean)``,
   ``KNNImputer(5)``, ``IterativeImputer(BayesianRidge)`` (MICE-like, 10 rounds)
@@ -56,6 +66,7 @@ from _common import RESULTS, machine
 
 import vaequery as vq
 from vaequery.schema import Feature, Schema
+from vaequery.tuning import TUNE_EPOCHS
 
 #: The shipped UCI tables; ``digits`` (an 8x8 image) runs with ``--tables digits``.
 TABLES = ["white_wine", "yeast", "red_wine", "concrete", "banknote", "breast_cancer"]
@@ -102,6 +113,22 @@ PUBLISHED = {
 }
 
 CLASSICAL = ["mean", "knn", "mice_train", "mice_train_test", "missforest_train_test"]
+
+#: vaequery training variants (``--variants``): ``vq.train`` options and the
+#: imputations scored. ``"vaequery"`` is the plain default (masked ELBO, early
+#: stopping on 25 % of the train rows); the others train on every train row and
+#: stop on 10 % of its observed entries held out. Labels: ``<variant>_<imputer>``.
+VARIANTS = {
+    "vaequery": {"train": {}, "imputers": None},  # None: the --backends
+    "miwae": {
+        "train": dict(num_importance=20, encoder_mask=True, weight_decay=0.05, holdout=0.1),
+        "imputers": ["is", "gaussian"],
+    },
+    "miwae_tuned": {
+        "train": dict(num_importance=20, encoder_mask=True, weight_decay=0.05, tune=True),
+        "imputers": ["is"],
+    },
+}
 
 
 def nrmse(x_hat, x_true, hidden):
@@ -187,7 +214,7 @@ def train_schema(names, train_inc):
     )
 
 
-def impute_vaequery(names, data, backends, seed, repeat, train_kwargs):
+def impute_vaequery(names, data, backends, seed, repeat, train_kwargs, val_rows=True):
     """Train on the incomplete train rows, impute the test rows with each backend.
 
     Parameters
@@ -196,10 +223,15 @@ def impute_vaequery(names, data, backends, seed, repeat, train_kwargs):
     data : dict
         From :func:`split_and_hide`.
     backends : list of str
-        Registry names of vaequery backends.
+        Registry names of vaequery backends, or ``"is"``: ``fill_zeros``
+        draws importance-resampled with PSIS (:meth:`vaequery.Posterior.resample`).
     seed, repeat : int
     train_kwargs : dict
         Passed to :func:`vaequery.train`.
+    val_rows : bool
+        Hold out 25 % of the train rows for early stopping (the plain
+        default); otherwise train on all of them (``holdout`` / ``tune``
+        stop on held-out entries).
 
     Returns
     -------
@@ -209,11 +241,11 @@ def impute_vaequery(names, data, backends, seed, repeat, train_kwargs):
     """
     train_inc = data["train"]
     schema = train_schema(names, train_inc)
-    n_fit = int(round(0.75 * len(train_inc)))
+    n_fit = int(round(0.75 * len(train_inc))) if val_rows else len(train_inc)
     t0 = time.perf_counter()
     vae = vq.train(
         train_inc[:n_fit],
-        train_inc[n_fit:],
+        train_inc[n_fit:] if val_rows else None,
         schema=schema,
         key=seed * 101 + repeat,
         progress=False,
@@ -223,7 +255,11 @@ def impute_vaequery(names, data, backends, seed, repeat, train_kwargs):
     q = vae.given(data["test"])
     for b in backends:
         t0 = time.perf_counter()
-        post = q.infer(b, key=seed * 101 + repeat)
+        k = seed * 101 + repeat
+        if b == "is":
+            post = q.infer("fill_zeros", key=k, num_draws=500).resample(num_samples=5000, key=k + 1)
+        else:
+            post = q.infer(b, key=k)
         # Posterior-predictive mean: average of E[x | z] over the backend's draws.
         x_hat = np.asarray(post.x).reshape(len(data["test"]), -1, len(names)).mean(1)
         out[b] = {"x_hat": x_hat, "seconds": time.perf_counter() - t0}
@@ -316,11 +352,19 @@ def run(args):
             "seed": args.seed,
             "vaequery_train": {**train_kwargs, "early_stopping": "25 % of train rows"},
             "vaequery_backends": args.backends,
+            "vaequery_variants": {v: VARIANTS[v] for v in args.variants},
             "missforest": {"n_estimators": args.missforest_trees, "rounds": args.missforest_rounds},
         },
         "published": PUBLISHED,
         "tables": {},
     }
+    prev = None
+    if args.merge:
+        prev = json.loads((RESULTS / f"{args.merge}.json").read_text())
+        pp = prev["protocol"]
+        if (pp["seed"], pp["max_test_rows"]) != (args.seed, args.max_test_rows):
+            raise SystemExit(f"--merge {args.merge}: seed / max_test_rows differ from this run")
+        res["protocol"]["merged_from"] = args.merge
     for name in args.tables:
         table = vq.datasets.load(name, "all")
         names = table.feature_names
@@ -329,28 +373,77 @@ def run(args):
             runs = []
             for r in range(args.repeats):
                 data = split_and_hide(table.X, rate, args.seed, r, args.max_test_rows)
-                vqo = impute_vaequery(names, data, args.backends, args.seed, r, train_kwargs)
+                one = {"train_rows": len(data["train"]), "test_rows": len(data["test"])}
+                one["train"], one["methods"] = {}, {}
+                scored = []
+                for v in args.variants:
+                    spec = VARIANTS[v]
+                    kw = {**train_kwargs, **spec["train"]}
+                    if kw.get("tune") is True:  # the default grid, epochs capped by --epochs
+                        kw["tune"] = {"num_epochs": min(args.epochs, TUNE_EPOCHS)}
+                    imputers = spec["imputers"] or args.backends
+                    vqo = impute_vaequery(
+                        names, data, imputers, args.seed, r, kw, val_rows=v == "vaequery"
+                    )
+                    rec = vqo["_train"]["recipe"]
+                    one["train"][v] = {
+                        "seconds": vqo["_train"]["seconds"],
+                        "best_epoch": rec["best_epoch"],
+                        "latent_dim": rec["latent_dim"],
+                        "hidden": rec["hidden"],
+                        "beta": rec.get("beta", 1.0),
+                        "holdout_score": rec.get("holdout_score"),
+                    }
+                    scored += [(f"{v}_{b}", vqo[b], vqo["_train"]["seconds"]) for b in imputers]
                 cl = impute_classical(
                     data, CLASSICAL, args.seed + r, args.missforest_trees, args.missforest_rounds
                 )
-                one = {"train_rows": len(data["train"]), "test_rows": len(data["test"])}
-                one["vaequery_train_seconds"] = vqo["_train"]["seconds"]
-                one["best_epoch"] = vqo["_train"]["recipe"]["best_epoch"]
-                one["latent_dim"] = vqo["_train"]["recipe"]["latent_dim"]
-                one["methods"] = {}
-                for label, d in [*((f"vaequery_{b}", vqo[b]) for b in args.backends)] + list(
-                    cl.items()
-                ):
+                scored += [(m, d, 0.0) for m, d in cl.items()]
+                for label, d, t_train in scored:
                     one["methods"][label] = {
                         "nrmse": nrmse(d["x_hat"], data["test_true"], data["hidden"]),
-                        "seconds": d["seconds"],
+                        "seconds": d["seconds"] + t_train,
                     }
+                old = merged_runs(prev, name, rate, r)
+                if old:  # same split and masks: keep the earlier run's other methods
+                    one["methods"] = {**old, **one["methods"]}
+                    one["merged_from_earlier_run"] = sorted(old)
                 runs.append(one)
                 line = "  ".join(f"{m} {v['nrmse']:.3f}" for m, v in one["methods"].items())
                 print(f"{name} rate {rate} repeat {r}: {line}", flush=True)
             per_rate[str(rate)] = {"runs": runs, "summary": summarise(runs)}
         write(res, args.out)  # partial results survive an interrupted run
     return res
+
+
+def merged_runs(prev, name, rate, repeat):
+    """The methods of an earlier result for the same table, rate and repeat (same split).
+
+    Parameters
+    ----------
+    prev : dict or None
+        An earlier result of :func:`run` with the same seed and test-row cap.
+    name : str
+    rate : float
+    repeat : int
+
+    Returns
+    -------
+    dict
+        ``{method: {"nrmse", "seconds"}}`` of the vaequery methods there (older
+        files kept training seconds apart: added back here); empty if none.
+    """
+    runs = (prev or {}).get("tables", {}).get(name, {}).get(str(rate), {}).get("runs", [])
+    if repeat >= len(runs):
+        return {}
+    old = runs[repeat]
+    out = {}
+    for m, v in old["methods"].items():
+        if m in CLASSICAL:
+            continue
+        extra = old.get("vaequery_train_seconds", 0.0) if m.startswith("vaequery_") else 0.0
+        out[m] = {"nrmse": v["nrmse"], "seconds": v["seconds"] + extra}
+    return out
 
 
 def summarise(runs):
@@ -370,19 +463,21 @@ def summarise(runs):
     out = {}
     for m in runs[0]["methods"]:
         v = np.array([r["methods"][m]["nrmse"] for r in runs])
-        s = np.array(
-            [
-                r["methods"][m]["seconds"]
-                + (r["vaequery_train_seconds"] if m.startswith("vaequery_") else 0.0)
-                for r in runs
-            ]
-        )
+        s = np.array([r["methods"][m]["seconds"] for r in runs])  # training included
         out[m] = {
             "nrmse_mean": float(v.mean()),
             "nrmse_sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
             "seconds_mean": float(s.mean()),
         }
     return out
+
+
+def _methods(res, rate):
+    """Every method of any table at ``rate``, in first-seen order."""
+    out = {}
+    for t in res["tables"].values():
+        out.update(dict.fromkeys(t[str(rate)]["summary"]))
+    return list(out)
 
 
 def markdown(res):
@@ -413,10 +508,20 @@ def markdown(res):
             if p["max_test_rows"]
             else ""
         )
-        + f"Machine: {res['cpu_count']} CPUs, device {res['device']}, jax {res['jax']}.",
+        + f"Machine: {res['cpu_count']} CPUs, device {res['device']}, jax {res['jax']}."
+        + (f" {p['note']}" if p.get("note") else ""),
         "",
         f"vaequery: `vq.train` ({p['vaequery_train']}) on the incomplete train rows, "
-        "then `given(X_test).infer(backend)` and the posterior-predictive mean. scikit-learn "
+        "then `given(X_test).infer(backend)` and the posterior-predictive mean. Variants "
+        "(`<variant>_<imputer>`, trained on every train row, stopped on 10 % of the observed "
+        "train entries held out): "
+        + "; ".join(
+            f"{v} = `vq.train(..., {', '.join(f'{k}={x}' for k, x in spec['train'].items())})`"
+            for v, spec in p.get("vaequery_variants", {}).items()
+            if spec["train"]
+        )
+        + "; imputer `is` = the encoder's draws importance-resampled (`infer('fill_zeros')"
+        ".resample()`, PSIS). scikit-learn "
         "imputers on features standardised with the observed train entries; MICE = "
         "`IterativeImputer(BayesianRidge, max_iter=10)`; MissForest-like = "
         f"`IterativeImputer(ExtraTreesRegressor(n_estimators={p['missforest']['n_estimators']}),"
@@ -427,7 +532,7 @@ def markdown(res):
         md += [f"## {int(round(100 * rate))} % missing", ""]
         md.append("| method | " + " | ".join(tables) + " |")
         md.append("|---" * (len(tables) + 1) + "|")
-        methods = list(next(iter(res["tables"].values()))[str(rate)]["summary"])
+        methods = _methods(res, rate)
         best = {
             t: min(v["nrmse_mean"] for v in res["tables"][t][str(rate)]["summary"].values())
             for t in tables
@@ -435,7 +540,10 @@ def markdown(res):
         for m in methods:
             cells = []
             for t in tables:
-                s = res["tables"][t][str(rate)]["summary"][m]
+                s = res["tables"][t][str(rate)]["summary"].get(m)
+                if s is None:  # not run on this table
+                    cells.append("—")
+                    continue
                 c = f"{s['nrmse_mean']:.3f} ± {s['nrmse_sd']:.3f}"
                 cells.append(f"**{c}**" if s["nrmse_mean"] == best[t] else c)
             md.append(f"| {m} | " + " | ".join(cells) + " |")
@@ -451,14 +559,15 @@ def markdown(res):
         md.append("|---" * (len(tables) + 1) + "|")
         for m in methods:
             cells = [
-                f"{res['tables'][t][str(rate)]['summary'][m]['seconds_mean']:.1f}" for t in tables
+                f"{s[m]['seconds_mean']:.1f}" if m in s else "—"
+                for s in (res["tables"][t][str(rate)]["summary"] for t in tables)
             ]
             md.append(f"| {m} | " + " | ".join(cells) + " |")
         gaps = []
         for t in tables:
             s = res["tables"][t][str(rate)]["summary"]
-            vq_best = min(v["nrmse_mean"] for k, v in s.items() if k.startswith("vaequery_"))
-            cl_best = min(v["nrmse_mean"] for k, v in s.items() if not k.startswith("vaequery_"))
+            vq_best = min(v["nrmse_mean"] for k, v in s.items() if k not in CLASSICAL)
+            cl_best = min(v["nrmse_mean"] for k, v in s.items() if k in CLASSICAL)
             gaps.append(f"{t} {vq_best / cl_best:.3f}")
         md += [
             "",
@@ -495,17 +604,18 @@ def plot(res, path):
         len(rates), 1, figsize=(max(8, 1.9 * len(tables) + 2.5), 3.6 * len(rates)), squeeze=False
     )
     for ax, rate in zip(axes[:, 0], rates):
-        methods = list(res["tables"][tables[0]][str(rate)]["summary"])
+        methods = _methods(res, rate)
         w = 0.8 / len(methods)
+        nan = {"nrmse_mean": np.nan, "nrmse_sd": 0.0}
         for i, m in enumerate(methods):
-            s = [res["tables"][t][str(rate)]["summary"][m] for t in tables]
+            s = [res["tables"][t][str(rate)]["summary"].get(m, nan) for t in tables]
             ax.bar(
                 np.arange(len(tables)) + (i - (len(methods) - 1) / 2) * w,
                 [v["nrmse_mean"] for v in s],
                 w,
                 yerr=[v["nrmse_sd"] for v in s],
                 label=m,
-                hatch="//" if m.startswith("vaequery_") else None,
+                hatch="//" if m not in CLASSICAL else None,
             )
         if abs(rate - 0.5) < 1e-9:
             for who, mk in [("VAEAC", "k*"), ("MissForest", "kx"), ("MICE", "k+")]:
@@ -554,12 +664,22 @@ def main():
     ap.add_argument("--rates", nargs="+", type=float, default=[0.3, 0.5])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--backends", nargs="+", default=["gaussian", "fill_zeros"])
+    ap.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT"
+    )
     ap.add_argument("--epochs", type=int, default=500, help="vq.train num_epochs")
     ap.add_argument("--latent-dim", type=int, default=None, help="default: vq.train's")
     ap.add_argument("--max-test-rows", type=int, default=None)
     ap.add_argument("--missforest-trees", type=int, default=100)
     ap.add_argument("--missforest-rounds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--merge",
+        default=None,
+        help="results stem of an earlier run (same seed, test-row cap): its vaequery methods "
+        "join this run's rows for the repeats both have (e.g. to add variants without "
+        "retraining the default)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.quick:

@@ -146,9 +146,9 @@ def test_sites_in_posterior_and_arviz(fitted):
 @pytest.fixture(scope="module")
 def tiny():
     t = vq.datasets.load("banknote", "train")
-    opts = dict(method="hvae", hierarchy=[1, 2], hidden=(16,), feature_dim=4, progress=False)
-    untrained = vq.train(t, num_epochs=0, **opts)
-    trained = vq.train(t, num_epochs=10, **opts)
+    opts = dict(hierarchy=[1, 2], hidden=(16,), feature_dim=4, progress=False)
+    untrained = vq.train(t, num_epochs=0, method="hvae", **opts)
+    trained = vq.train(t, num_epochs=10, **opts)  # hierarchy= alone implies method="hvae"
     return t, untrained, trained
 
 
