@@ -271,6 +271,36 @@ def _json_default(o):
     raise TypeError(f"metadata value of type {type(o).__name__} is not JSON-serialisable")
 
 
+def check_format_version(info: dict, expected: int, what: str, where, remedy: str) -> None:
+    """Refuse a file written in another version of one of vaequery's formats.
+
+    Parameters
+    ----------
+    info : dict
+        The file's parsed JSON record (``"format_version"``, ``"vaequery_version"``).
+    expected : int
+        The version this vaequery reads.
+    what : str
+        What the file holds (``"model"``, ``"guide"``, ``"posterior"``, ``"HVAE"``, ...).
+    where : str or Path
+        Named in the error message.
+    remedy : str
+        What the user can do, appended to the message.
+
+    Raises
+    ------
+    ValueError
+        The versions differ.
+    """
+    version = info.get("format_version")
+    if version != expected:
+        raise ValueError(
+            f"{where} was written in vaequery {what} format version {version} (by vaequery "
+            f"{info.get('vaequery_version')}); this vaequery {_version()} reads version "
+            f"{expected} only. {remedy}"
+        )
+
+
 def register_format(fmt: str, loader) -> None:
     """Let a model family load its own ``model.json`` format.
 

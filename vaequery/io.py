@@ -65,6 +65,7 @@ from vaequery._format import (  # noqa: F401  (the format's names, read here too
     _read_weights,
     _UnsavableModel,
     _version,
+    check_format_version,
     model_files,
     model_from_files,
     pickle_refusal,
@@ -112,12 +113,7 @@ def _guide_from_files(read, where, model=None, name=None):
     info = _read_json(read, GUIDE_FILE, where)
     if info.get("format") != GUIDE_FORMAT:
         raise ValueError(f"{where} is not a vaequery guide (format {info.get('format')!r})")
-    if info.get("format_version") != GUIDE_FORMAT_VERSION:
-        raise ValueError(
-            f"{where} holds a guide in format version {info.get('format_version')} (vaequery "
-            f"{info.get('vaequery_version')}); this vaequery {_version()} reads guide format "
-            f"version {GUIDE_FORMAT_VERSION} only. Retrain the guide."
-        )
+    check_format_version(info, GUIDE_FORMAT_VERSION, "guide", where, "Retrain the guide.")
     network = _read_weights(read(WEIGHTS_FILE), build_network(info["architecture"]), where)
     guide = Guide(
         info["kind"],
@@ -163,13 +159,13 @@ def load(path):
 
 def _vae_from_files(read, info, where):
     """The loader of ``"format": "vaequery.vae"`` (see :func:`vaequery._format.register_format`)."""
-    version = info.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{where} was written in vaequery model format version {version} (by vaequery "
-            f"{info.get('vaequery_version')}); this vaequery {_version()} reads format version "
-            f"{FORMAT_VERSION} only. Load it with a matching vaequery and re-save, or retrain."
-        )
+    check_format_version(
+        info,
+        FORMAT_VERSION,
+        "model",
+        where,
+        "Load it with a matching vaequery and re-save, or retrain.",
+    )
     arch = info["architecture"]
     # skeletons only (no random initialisers run): every array is read from weights.eqx
     d = arch["decoder"]
@@ -315,13 +311,13 @@ def _posterior_from_files(files: dict, model=None, where="posterior"):
     info = _read_json(read, POSTERIOR_FILE, where)
     if info.get("format") != POSTERIOR_FORMAT:
         raise ValueError(f"{where} is not a vaequery posterior (format {info.get('format')!r})")
-    version = info.get("format_version")
-    if version != POSTERIOR_FORMAT_VERSION:
-        raise ValueError(
-            f"{where} was written in vaequery posterior format version {version} (by vaequery "
-            f"{info.get('vaequery_version')}); this vaequery {_version()} reads version "
-            f"{POSTERIOR_FORMAT_VERSION} only. Read it with that vaequery, or infer again."
-        )
+    check_format_version(
+        info,
+        POSTERIOR_FORMAT_VERSION,
+        "posterior",
+        where,
+        "Read it with that vaequery, or infer again.",
+    )
     if model is None:
         if not info.get("model_included"):
             raise ValueError(

@@ -835,14 +835,11 @@ def vaeac_from_files(read, info, where) -> VAEACModel:
     ValueError
         Another format version, or corrupted files.
     """
-    from vaequery.io import WEIGHTS_FILE, _read_weights, _version
+    from vaequery._format import WEIGHTS_FILE, _read_weights, check_format_version
 
-    if info.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{where} holds a VAEAC in format version {info.get('format_version')} (vaequery "
-            f"{info.get('vaequery_version')}); this vaequery {_version()} reads VAEAC format "
-            f"version {FORMAT_VERSION} only. Retrain it or load it with a matching vaequery."
-        )
+    check_format_version(
+        info, FORMAT_VERSION, "VAEAC", where, "Retrain it or load it with a matching vaequery."
+    )
     a = info["architecture"]
     like = skeleton(
         VAEACNetworks,
