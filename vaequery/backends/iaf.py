@@ -30,7 +30,7 @@ between layers, so the first ``q`` is exactly the start Gaussian and the flow
 only has to learn what a Gaussian cannot. Measured on linear-Gaussian posteriors
 (d = 3, D = 8, σ = 0.3, half observed, 64 queries, 2,000 draws;
 ``benchmarks/mixture_modes.py``): QAVI's setting left one query's posterior
-correlation 0.66 off (random MADE initialisation, dead ReLU units; the base
+correlation 0.40 off (random MADE initialisation, dead ReLU units; the base
 fixed at the prior makes the flow do all the work); with both changes the
 largest error is 0.06, as ``"fullrank"``'s 0.07. On the shipped breast-cancer
 model (64 test rows, half observed) the mean final −ELBO went from 9.26 to 8.90

@@ -52,14 +52,12 @@ off by 0.05-0.28 on average per shape (single queries up to a whole mode):
 the mass of a mode was the share of components that happened to start on its
 side, and the noisy score gradient could not move the weights in the 100 steps
 left. With the stratified estimator, no freeze and the final weight refit the
-average errors are 0.006-0.05 and the IWAE of log p(x_O) is within 0.11 nats of
-the quadrature value on average per shape (0.26 for the thin ring, which ten
+average errors are 0.006-0.05 and the IWAE of log p(x_O) is within 0.06 nats of
+the quadrature value on average per shape (0.22 for the thin ring, which ten
 diagonal components cannot tile; ``num_components=20, num_samples=200`` gives
-0.09). What is left: occasionally every component settles in the same few
-modes and one mode gets none (one of 12 four-mode queries, mass error 0.25);
-the refit cannot give mass to a mode no component found. Latin-hypercube
-initial offsets, a wider initial spread and switching off the re-initialisation
-did not change that (measured, not adopted).
+0.09). Single queries can still miss a mode: with every component started at the
+prior's width near its centre, one four-mode query in six to nine left a quadrant
+without a component (mass error 0.25; see the spread start below).
 
 Weights: a final refit
 ----------------------
@@ -85,13 +83,38 @@ than 0.999 for the components: the first steps' gradients are huge (components
 far from a narrow mode) and a long memory keeps the later steps tiny; on the
 narrow far modes of the x₀ = z₁² oracle (x₀ = 5.7) components ended 2-4× too
 wide with 0.999 and at the exact width with 0.9. Logits by Adam at 0.1 with the
-same decay, trained from the start (``freeze_weights=0``). Means start at the
-encoder's mean (the prior's 0 without an encoder) plus ``0.3 U(-1, 1)`` times
-the encoder's scale (1 without an encoder): QAVI's unscaled ``U(-1, 1)`` offsets
-were set for a 1-D latent and start 16-D components far outside a narrow
-posterior. At steps 0, 20, ..., 100, if a weight fell below 0.01, all logits are
-reset to 0 and the collapsed components get fresh random means and scales (and
-zeroed Adam moments): without it, one of 12 four-mode queries missed a mode.
+same decay, trained from the start (``freeze_weights=0``).
+
+The start (``init_design="spread"``). Half of the components start at the
+encoder's width (the prior's without an encoder), half ``init_narrow_scale =
+0.3`` times narrower; each half's means are the encoder's mean plus offsets of
+length ``init_spread * sqrt(d)`` (0.3 per coordinate, in units of the encoder's
+scale) along directions spread over the sphere by Coulomb repulsion
+(:func:`spread_directions`; rotation invariant in law, so no axis is
+preferred). Why: a component at the prior's width sees the likelihood smoothed
+over its whole width, so on a symmetric posterior (x₀ = z₁², z₂²) its first
+steps are pure noise and the side it ends on is a coin toss whatever its start;
+ten coins leave a quadrant empty about one time in five. A narrow component
+keeps the side it starts on, but starting them all narrow traps them at a
+stationary point of the decoder that is no mode (held-out oracle x₀ = z₁(z₁ −
+1.5)(z₁ + 1.2): 6 of 36 queries lost a whole mode, IWAE gap 93 nats); the wide
+half still smooths over such points. Measured (``benchmarks/mixture_modes.py``,
+36 queries per shape): queries with a mode-mass error above 0.1 over nine shapes
+(the seven above, the three-mode line and a rotated four-mode pattern, these two
+held out) fell from 19 of 324 to 6 (four modes 6 → 1, rotated four 8 → 1, ring
+2 → 1, thin ring 2 → 1, mean IWAE gap of the thin ring 0.29 → 0.22). Not
+adopted: all components narrow (7, six of them whole modes lost on the held-out
+line); axis-aligned sign patterns at the
+prior's width (13 on the four-mode, thin-ring and rotated shapes, as before);
+the same patterns with narrow components (four modes 0 of 36, but rotated four
+5: tuned to the axes).
+``init_design="uniform"`` is the previous start (every component at the
+encoder's width, offsets ``init_spread * U(-1, 1)``). At steps 0, 20, ..., 100,
+if a weight fell below 0.01, all logits are reset to 0 and the collapsed
+components get fresh means and scales from the same design (and zeroed Adam
+moments). Re-initialising duplicate components (same mean within one scale)
+instead cut four-mode misses too but widened the thin ring's IWAE gap (0.26 →
+0.38), and was not adopted.
 ``S = 100``, ``T = 300``. L-BFGS is not offered: the estimators are stochastic
 by design.
 """
@@ -113,6 +136,8 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 #: The gradient estimators of the ``"mixture"`` backend (module docstring).
 ESTIMATORS = ("stratified", "implicit")
+#: Initial component designs of the ``"mixture"`` backend (module docstring).
+INIT_DESIGNS = ("spread", "uniform")
 
 
 def mixture_log_prob(params, z):
@@ -122,6 +147,45 @@ def mixture_log_prob(params, z):
     u = (z[..., None, :] - loc) * jnp.exp(-log_scale)
     comp = jnp.sum(-0.5 * u**2 - log_scale - _LOG_SQRT_2PI, -1)
     return logsumexp(logp + comp, -1)
+
+
+def spread_directions(key, num_components, dim, num_iters=50):
+    """``K`` unit vectors ``[K, d]`` spread over the sphere, at a random orientation.
+
+    Gaussian draws, normalised, then ``num_iters`` steps of Coulomb repulsion
+    (each point moves along the summed ``(u_i - u_j) / |u_i - u_j|^3`` and is
+    projected back to the sphere): no two start close together, and no
+    direction is preferred (the pattern is rotation invariant in law).
+
+    Parameters
+    ----------
+    key : jax.random key
+    num_components : int
+        ``K``, the number of directions.
+    dim : int
+        ``d``, the latent dimension.
+    num_iters : int, default 50
+        Repulsion steps (a ``lax.scan``).
+
+    Returns
+    -------
+    array ``[K, d]``
+        Unit vectors.
+    """
+    u = jax.random.normal(key, (num_components, dim))
+    u = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
+    eye = jnp.eye(num_components)[:, :, None]
+
+    def body(u, _):
+        diff = u[:, None, :] - u[None, :, :]  # [K, K, d]
+        r2 = jnp.maximum(jnp.sum(diff**2, -1, keepdims=True), 1e-6) + eye  # d = 1: ties
+        force = jnp.sum(diff / r2**1.5 * (1.0 - eye), 1)
+        force = force / (jnp.max(jnp.linalg.norm(force, axis=-1), initial=0.0) + 1e-12)
+        u = u + 0.1 * force
+        return u / jnp.linalg.norm(u, axis=-1, keepdims=True), None
+
+    u, _ = jax.lax.scan(body, u, None, length=num_iters)
+    return u
 
 
 def implicit_reparam(z, loc, log_scale, log_weights):
@@ -186,8 +250,17 @@ class Mixture(VIBackend):
     reinit_threshold : float, default 0.01
         A component whose weight is below this has collapsed.
     init_spread : float, default 0.3
-        Initial means are the encoder's (or 0) plus ``U(-1, 1) * init_spread``
-        times the encoder's scale (1 without an encoder).
+        Size of the initial offsets from the start's mean, in units of the
+        start's scale (the encoder's, 1 without an encoder) per coordinate.
+    init_design : {"spread", "uniform"}, default "spread"
+        ``"spread"``: half of the components start ``init_narrow_scale``
+        times narrower than the start, half at its width; each half's offsets
+        point in directions spread over the sphere (:func:`spread_directions`)
+        with length ``init_spread * sqrt(d)`` (module docstring).
+        ``"uniform"``: offsets ``U(-1, 1) * init_spread`` per coordinate, every
+        component at the start's width (the previous default).
+    init_narrow_scale : float, default 0.3
+        Width of the narrow half relative to the start (``"spread"`` only).
     init : str, default "auto"
         Centre and scale of the initial components (see
         :class:`~vaequery.backends.VIBackend`).
@@ -205,6 +278,8 @@ class Mixture(VIBackend):
     reinit_until: int = 100
     reinit_threshold: float = 0.01
     init_spread: float = 0.3
+    init_design: str = "spread"
+    init_narrow_scale: float = 0.3
 
     def __check_init__(self):
         _check_int("num_components", self.num_components, 1)
@@ -221,6 +296,12 @@ class Mixture(VIBackend):
                 "the mixture backend's gradient estimator is stochastic by design; "
                 f"optimizer must be 'adam', got {self.optimizer!r}"
             )
+        if self.init_design not in INIT_DESIGNS:
+            raise ValueError(f"init_design must be one of {INIT_DESIGNS}, got {self.init_design!r}")
+        if not (isinstance(self.init_narrow_scale, (int, float)) and self.init_narrow_scale > 0):
+            raise ValueError(
+                f"init_narrow_scale must be a number > 0, got {self.init_narrow_scale!r}"
+            )
         if not 0 <= self.reinit_threshold < 1:
             raise ValueError(f"reinit_threshold must be in [0, 1), got {self.reinit_threshold}")
         if not (
@@ -236,9 +317,17 @@ class Mixture(VIBackend):
     def _init_components(self, key, target, row):
         d, K = target.latent_dim, self.num_components
         loc, log_scale = self.start_loc_log_scale(target, row)
-        noise = jax.random.uniform(key, (K, d), minval=-1.0, maxval=1.0)
         spread = self.init_spread * jnp.exp(log_scale)
-        return loc + spread * noise, jnp.broadcast_to(log_scale, (K, d))
+        log_scale = jnp.broadcast_to(log_scale, (K, d))
+        if self.init_design == "uniform":
+            noise = jax.random.uniform(key, (K, d), minval=-1.0, maxval=1.0)
+            return loc + spread * noise, log_scale
+        # "spread": half narrow, half at the start's width, each half spread over the sphere
+        k1, k2 = jax.random.split(key)
+        n1 = K // 2
+        noise = jnp.concatenate([spread_directions(k1, n1, d), spread_directions(k2, K - n1, d)])
+        factor = jnp.where(jnp.arange(K) < n1, self.init_narrow_scale, 1.0)
+        return loc + spread * math.sqrt(d) * noise, log_scale + jnp.log(factor)[:, None]
 
     def init_params(self, key, target, row):
         loc, log_scale = self._init_components(key, target, row)
@@ -351,8 +440,16 @@ class Mixture(VIBackend):
         params = state.params
         weights = jax.nn.softmax(params["logits"])
         collapsed = weights < self.reinit_threshold
-        due = (i % self.reinit_every == 0) & (i <= self.reinit_until) & jnp.any(collapsed)
-        fresh_loc, fresh_ls = self._init_components(key, target, row)
+        step_due = (i % self.reinit_every == 0) & (i <= self.reinit_until)
+        due = step_due & jnp.any(collapsed)
+        # ``i`` is the same for every row, so this stays a branch under vmap: the
+        # fresh design is only computed at the few re-initialisation steps
+        fresh_loc, fresh_ls = jax.lax.cond(
+            step_due,
+            lambda k: self._init_components(k, target, row),
+            lambda k: (params["loc"], params["log_scale"]),
+            key,
+        )
         reset = due & collapsed  # [K]
 
         def rows(new, old):
