@@ -56,3 +56,22 @@ def oracle_batch(oracle):
     rng = np.random.default_rng(2)
     observed = rng.random(x.shape) < 0.5
     return x, observed
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Free each test module's compiled XLA programs when it ends.
+
+    Every compiled program keeps its machine code in memory mappings of its own;
+    a pytest-xdist worker runs half the suite, and without this it accumulates
+    more than Linux's default 65,530 mappings per process (``vm.max_map_count``),
+    at which point LLVM cannot map new code and the worker aborts mid-compile.
+    Programs shared by two modules are compiled again: a few seconds in all.
+    """
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()

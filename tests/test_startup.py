@@ -134,6 +134,7 @@ def test_command_line_turns_the_cache_on_unless_told_not_to(
 def test_performance_page_example_runs(monkeypatch, tmp_path, capsys, jax_cache_config):
     page = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
     monkeypatch.setenv("VAEQUERY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # the page writes its stream checkpoint to run.vqckpt
     namespace: dict = {}
     for code in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
         exec(compile(code, str(page), "exec"), namespace)
