@@ -564,16 +564,17 @@ def train(
     """
     if method == "vae" and "hierarchy" in method_options and "hvae" in _METHODS:
         method = "hvae"  # latent layers given: the hierarchical VAE (vaequery.models.hvae)
+    # the training options of method="vae" (checked below, or passed on when set)
+    given = dict(
+        num_importance=num_importance,
+        beta=beta,
+        encoder_mask=encoder_mask,
+        weight_decay=weight_decay,
+        holdout=holdout,
+        select_by=select_by,
+        tune=tune,
+    )
     if method != "vae" and method in _METHODS:
-        given = dict(
-            num_importance=num_importance,
-            beta=beta,
-            encoder_mask=encoder_mask,
-            weight_decay=weight_decay,
-            holdout=holdout,
-            select_by=select_by,
-            tune=tune,
-        )
         # the options of method="vae" reach another method only when set
         method_options = {
             **{k: v for k, v in given.items() if v != {**_DEFAULTS, "tune": False}[k]},
@@ -610,15 +611,7 @@ def train(
     name = name or getattr(train_data, "name", None)
     D = len(schema)
     mixed = any(k != "real" for k in schema.kinds)
-    opts = _check_options(
-        num_importance=num_importance,
-        beta=beta,
-        encoder_mask=encoder_mask,
-        weight_decay=weight_decay,
-        holdout=holdout,
-        select_by=select_by,
-        mixed=mixed,
-    )
+    opts = _check_options(**{k: v for k, v in given.items() if k != "tune"}, mixed=mixed)
     x_tr, m_tr = _model_units(train_data, schema)
     likelihood = make_likelihood("mixed" if mixed else "gaussian", schema)
     val = None if val_data is None else _model_units(val_data, schema)
