@@ -46,7 +46,7 @@ ROW_AXIS = "q"
 def _run_batch(backend, target, likelihood, keys, num_draws, chunk_size, sharding=None):
     def one(k, row):
         fit = backend.run_one(k, target, row, num_draws)
-        return fit, likelihood.mean(target.decode_fn(fit.z))
+        return fit, likelihood.mean(target.decode(fit.z, row))
 
     return map_rows(one, (keys, target.data), chunk_size, sharding)
 

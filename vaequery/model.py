@@ -28,7 +28,9 @@ from numpyro import handlers
 from numpyro.infer.util import log_density
 
 
-def build_numpyro_model(decode_fn, likelihood, latent_dim: int, factors=(), prior=None):
+def build_numpyro_model(
+    decode_fn, likelihood, latent_dim: int, factors=(), prior=None, conditional=None
+):
     r"""Return ``model(x, observed)`` for a decoder and a factorised likelihood.
 
     Parameters
@@ -48,6 +50,16 @@ def build_numpyro_model(decode_fn, likelihood, latent_dim: int, factors=(), prio
         query model (its sites keep their names) and the decoder receives the
         flat vector :meth:`LatentPrior.ravel` of their values. Default: the
         single site ``"z" ~ N(0, I_d)``.
+    conditional : EvidenceConditional, optional
+        A model that conditions its latent prior and its decoder on the
+        evidence (VAEAC): ``z ~ N(conditional.prior(x, cond))`` and
+        ``params = conditional.decode(z, x, cond)``, where ``cond`` (the
+        model's keyword argument, ``bool [D]``) marks the features conditioned
+        on. Likelihood sites then cover ``observed & ~cond`` only: with
+        ``observed == cond`` (a query) the evidence enters through the
+        conditioning alone, and with ``observed`` widened to the targets the
+        model is the joint of :math:`\log p(x_U \mid x_O)`'s IWAE.
+        ``decode_fn`` and ``prior`` are then unused.
 
     Returns
     -------
@@ -63,13 +75,24 @@ def build_numpyro_model(decode_fn, likelihood, latent_dim: int, factors=(), prio
         (:meth:`vaequery.likelihoods.Likelihood.log_prob_interval`).
     """
 
-    def model(x, observed, lo=None, hi=None, interval=None):
-        if prior is None:
+    def model(x, observed, lo=None, hi=None, interval=None, cond=None):
+        if conditional is not None:
+            if cond is None:
+                raise ValueError(
+                    "this model conditions on the evidence: pass cond (bool [D], the features "
+                    "conditioned on), as Query.data does"
+                )
+            loc, scale = conditional.prior(x, cond)
+            z = numpyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            params = conditional.decode(z, x, cond)
+            observed = observed & ~cond
+        elif prior is None:
             z = numpyro.sample("z", dist.Normal(jnp.zeros(latent_dim), 1.0).to_event(1))
+            params = decode_fn(z)
         else:
             tr = handlers.trace(prior.fn).get_trace()
             z = prior.ravel({n: tr[n]["value"] for n in prior.names})
-        params = decode_fn(z)
+            params = decode_fn(z)
         for kind, cols, d in likelihood.numpyro_sites(params):
             xs = x if cols is None else x[..., cols]
             ms = observed if cols is None else observed[..., cols]
@@ -142,6 +165,14 @@ class Target(NamedTuple):
     numpyro_model: Callable | None = None
     prior_start: tuple | None = None
 
+    def decode(self, z, row):
+        """Decoder parameters of ``z [..., d]`` for one row (see :func:`decode_row`)."""
+        return decode_row(self.decode_fn, z, row["x"], row.get("cond"))
+
+    def encode(self, row):
+        """The encoder's ``(loc, scale) [d]`` for one row (see :func:`encode_row`)."""
+        return encode_row(self.encode_fn, row["x"], row.get("cond"))
+
     def loglik_fn(self, z, row):
         """``log p(x_O | z)`` for one row (log-density minus log-prior)."""
         return self.logdensity_fn(z, row) - self.logprior_fn(z, row)
@@ -150,6 +181,74 @@ class Target(NamedTuple):
     def num_queries(self) -> int:
         """Number of rows in ``data``."""
         return int(jax.tree_util.tree_leaves(self.data)[0].shape[0])
+
+
+class EvidenceConditional(eqx.Module):
+    """Base of models whose latent prior and decoder read the evidence (VAEAC).
+
+    Subclasses implement :meth:`prior` and :meth:`decode`. Such a module is
+    the model's ``decode_fn`` and ``encode_fn``: :func:`decode_row` and
+    :func:`encode_row` hand it the row's evidence, and variational backends
+    start from :meth:`prior` (the model's own answer without further evidence).
+    """
+
+    reads_evidence = True
+
+    def prior(self, x, cond):
+        """``(loc, scale) [..., d]`` of ``p(z | x_cond)``; ``x [..., D]``, ``cond`` bool."""
+        raise NotImplementedError
+
+    def decode(self, z, x, cond):
+        """Likelihood parameters of ``p(x | z, x_cond)``."""
+        raise NotImplementedError
+
+
+def decode_row(decode_fn, z, x, cond=None):
+    """Decoder parameters of ``z [..., d]``, given one row's evidence where the model reads it.
+
+    Parameters
+    ----------
+    decode_fn : callable or EvidenceConditional
+        A model's ``decode_fn``.
+    z : array ``[..., d]``
+    x : array ``[D]``
+        The row, model units (unobserved entries ignored).
+    cond : bool array ``[D]``, optional
+        The features the model conditions on (required by an
+        :class:`EvidenceConditional`).
+
+    Returns
+    -------
+    pytree
+        Parameters for the model's likelihood.
+    """
+    if getattr(decode_fn, "reads_evidence", False):
+        if cond is None:
+            raise ValueError("this model's decoder reads the evidence: pass cond=")
+        return decode_fn.decode(z, x, cond)
+    return decode_fn(z)
+
+
+def encode_row(encode_fn, x, cond=None):
+    """An encoder's ``(loc, scale) [d]`` for one row (the prior network for VAEAC models).
+
+    Parameters
+    ----------
+    encode_fn : callable or EvidenceConditional
+        A model's ``encode_fn``.
+    x : array ``[D]``
+        The row, model units, unobserved entries zero-filled.
+    cond : bool array ``[D]``, optional
+
+    Returns
+    -------
+    (loc, scale)
+    """
+    if getattr(encode_fn, "reads_evidence", False):
+        if cond is None:
+            raise ValueError("this model's encoder reads the evidence: pass cond=")
+        return encode_fn.prior(x, cond)
+    return encode_fn(x)
 
 
 class DecoderSampler(eqx.Module):

@@ -643,9 +643,13 @@ class Query:
 
         ``{"x": [N, D], "observed": bool [N, D]}``, plus ``"lo"``, ``"hi"``
         ``[N, D]`` and ``"interval"`` ``bool [N, D]`` when some row has
-        interval evidence.
+        interval evidence, and ``"cond"`` ``bool [N, D]`` (the observed mask:
+        what the prior and decoder read) for a model that conditions on the
+        evidence (VAEAC).
         """
         out = {"x": self.x, "observed": self.observed_mask}
+        if getattr(self.model, "conditional", None) is not None:
+            out["cond"] = self.observed_mask  # what a VAEAC's prior and decoder read
         if self.has_intervals:
             out.update(lo=self.lo, hi=self.hi, interval=self.interval_mask)
         return out
@@ -785,13 +789,29 @@ class Query:
         whose algorithm assumes the standard-normal prior (:data:`_STANDARD_PRIOR`).
         """
         prior = getattr(self.model, "prior", None)
-        if not (self.has_intervals or self.has_factors or prior is not None):
+        conditional = getattr(self.model, "conditional", None) is not None
+        if not (self.has_intervals or self.has_factors or prior is not None or conditional):
             return
         from vaequery.backends import _base
 
         cls = _base._REGISTRY.get(backend) if isinstance(backend, str) else type(backend)
         if cls is None:
             return  # an unknown name: the registry's own error follows
+        if conditional and (
+            issubclass(cls, _base.AmortizedBackend) or cls.name in _STANDARD_PRIOR | _EVIDENCE_FREE
+        ):
+            ok = sorted(
+                n
+                for n, c in _base._REGISTRY.items()
+                if not issubclass(c, _base.AmortizedBackend)
+                and n not in _STANDARD_PRIOR | _EVIDENCE_FREE
+            )
+            raise ValueError(
+                f"backend {cls.name!r} assumes the latent prior N(0, I) and a decoder of z "
+                f"alone, but this model ({type(self.model).__name__}) conditions its prior and "
+                f"decoder on the evidence; backends that answer it through its density: {ok}, "
+                "and the model's own prior network"
+            )
         if prior is not None and (
             issubclass(cls, _base.AmortizedBackend) or cls.name in _STANDARD_PRIOR
         ):
@@ -906,6 +926,11 @@ _NO_INTERVALS = frozenset({"mwg", "pseudo_gibbs", "feature_vi"})
 #: backend's guide on site "z"); amortized backends are refused by class as well.
 _STANDARD_PRIOR = frozenset({"grid", "mwg", "pseudo_gibbs", "feature_vi", "numpyro"})
 
+#: Refused, beside :data:`_STANDARD_PRIOR` and the amortized backends, for models
+#: whose prior and decoder read the evidence (VAEAC): QAVI's hierarchical family
+#: is built from an HVAE's own prior networks.
+_EVIDENCE_FREE = frozenset({"hierarchical"})
+
 
 # ------------------------------------------------- soft factors, derived targets
 #: ``{VAE: {factors: (numpyro_model, target_fns)}}``: equal factors on one model
@@ -925,6 +950,7 @@ def _factor_model(model, factors):
             model.latent_dim,
             factors=factors,
             prior=prior,
+            conditional=getattr(model, "conditional", None),
         )
         cache[factors] = (fn, target_functions(fn, prior=prior))
     return cache[factors]

@@ -336,7 +336,7 @@ class VIBackend(Backend):
             return row["start"]["loc"], row["start"]["tril"]
         d = target.latent_dim
         if self.init in ("auto", "encoder") and target.encode_fn is not None:
-            loc, scale = target.encode_fn(row["x"])
+            loc, scale = target.encode(row)
             return loc, jnp.diag(scale)
         init_scale = getattr(self, "init_scale", 1.0)
         prior_start = getattr(target, "prior_start", None)

@@ -51,6 +51,21 @@ importance distribution (the paper's estimator):
     \log \frac1S \sum_s \frac{p_\theta(x_U \mid z_s, x_O, b)\,
     p_\psi(z_s \mid x_O, b)}{q_\phi(z_s \mid x_{O\cup U}, b)}.
 
+The model is also an ordinary NumPyro model of the query
+(:func:`vaequery.model.build_numpyro_model` with ``conditional=``)::
+
+    z ~ N(p_psi(z | x_O, b))                       the prior network reads the evidence
+    x_U ~ p_theta(x_U | z, x_O, b)                 (IWAE's joint term only)
+    factor log P(lo <= x_k <= hi | z, x_O, b)      interval evidence on unobserved features
+    factor f(E[x | z, x_O, b])                     soft constraints (Query.factor / where)
+
+so every backend that reads the query through its log-density (``gaussian``,
+``fullrank``, ``iaf``, ``mixture``, ``planar``, ``fcn``, ``pathfinder``,
+``nuts``, ``hmc``, ``chees``) answers the same query with ``infer(name)`` and
+returns a :class:`vaequery.Posterior`, starting from the prior network. With
+point evidence alone their answer is the prior network's Gaussian itself;
+interval evidence and soft constraints are what only they can add.
+
 Only real-valued tables are supported.
 """
 
@@ -69,6 +84,7 @@ from jax.scipy.special import logsumexp
 from vaequery import io as _io
 from vaequery import train as _train
 from vaequery.decoder import _apply, _mlp, skeleton
+from vaequery.model import EvidenceConditional, build_numpyro_model, target_functions
 from vaequery.schema import Schema
 
 #: Normal-Gamma prior on the prior network's outputs (section 4.3.2).
@@ -143,6 +159,29 @@ class VAEACNetworks(eqx.Module):
             return out, jnp.full_like(out, self.fixed_scale)
         loc, raw = jnp.split(out, 2, axis=-1)
         return loc, jax.nn.softplus(raw) + self.min_scale
+
+
+class VAEACConditional(EvidenceConditional):
+    """A VAEAC's prior and generative networks as the query model's prior and decoder.
+
+    ``cond`` (``bool [..., D]``) marks the features conditioned on; the VAEAC
+    mask is ``b = 1 - cond``.
+
+    Parameters
+    ----------
+    networks : VAEACNetworks
+    """
+
+    networks: VAEACNetworks
+
+    def prior(self, x, cond):
+        """``(loc, scale) [..., d]`` of ``p_psi(z | x_cond, b)``."""
+        return self.networks.prior_params(x, 1 - jnp.asarray(cond, x.dtype))
+
+    def decode(self, z, x, cond):
+        """``{"loc", "scale"} [..., D]`` of ``p_theta(x | z, x_cond, b)``."""
+        loc, scale = self.networks.decode(z, x, 1 - jnp.asarray(cond, x.dtype))
+        return {"loc": loc, "scale": scale}
 
 
 def _normal_logpdf(x, loc, scale):
@@ -447,10 +486,12 @@ class VAEACModel:
 
     Built by ``vaequery.train(..., method="vaeac")``; saved with :meth:`save`,
     read back with :func:`vaequery.load`, and pickled through the same format.
-    Queries (:meth:`given`) are answered by ``infer("vaeac")``: the model's
-    own prior network conditioned on the evidence. The other backends of
-    :mod:`vaequery.backends` assume a fixed prior ``N(0, I)`` and a decoder of
-    ``z`` alone, so they are refused.
+    Queries (:meth:`given`) are answered by ``infer("vaeac")``, the model's
+    own prior network conditioned on the evidence, or by any backend that
+    reads the query's NumPyro model through its density (module docstring).
+    Backends that assume the prior ``N(0, I)`` and a decoder of ``z`` alone
+    (``grid``, the Gibbs samplers, ``feature_vi``, the amortized guides) are
+    refused.
 
     Parameters
     ----------
@@ -472,8 +513,17 @@ class VAEACModel:
         self.schema = schema
         self.latent_dim = networks.latent_dim
         self.metadata = dict(metadata or {})
-        # read by the evidence validation of vaequery.query (point evidence only here)
-        self.likelihood = Gaussian(networks.fixed_scale or 1.0, networks.min_scale)
+        # the decoder returns its scale (min_scale included): nothing is added here
+        self.likelihood = Gaussian(networks.fixed_scale or 1.0)
+        # the query model (vaequery.model): prior and decoder read the evidence
+        self.conditional = VAEACConditional(networks)
+        self.decode_fn = self.encode_fn = self.conditional
+        self.prior = None
+        self.guides = {}
+        self._numpyro_model = build_numpyro_model(
+            None, self.likelihood, self.latent_dim, conditional=self.conditional
+        )
+        self._target_fns = target_functions(self._numpyro_model)
 
     @property
     def num_features(self) -> int:
@@ -592,46 +642,86 @@ class VAEACQuery:
         """
         return VAEACQuery(self._query.predict(*names, target=target))
 
-    def _check(self, backend):
-        if not (isinstance(backend, str) and backend in _BACKENDS):
-            what = backend if isinstance(backend, str) else type(backend).__name__
-            raise ValueError(
-                f"a VAEAC model answers queries with its own prior network p(z | x_O, b): "
-                f"use infer('vaeac'), not {what!r}. The other backends assume the prior "
-                "N(0, I) and a decoder of z alone, which a VAEAC does not have"
-            )
-        q = self._query
-        if q.has_intervals:
-            r, c = np.argwhere(q.interval_mask)[0]
-            raise ValueError(
-                f"a VAEAC model reads only point evidence; feature "
-                f"{self.model.schema.names[c]!r} has interval evidence in row {r}"
-            )
-        if q.factors or q.derived:
-            raise ValueError("a VAEAC model answers neither soft constraints nor derived targets")
+    def factor(self, fn) -> VAEACQuery:
+        """Add a soft constraint; a new query (see :meth:`vaequery.Query.factor`)."""
+        return VAEACQuery(self._query.factor(fn))
 
-    def infer(self, backend="vaeac", key=0, *, num_draws: int = 100, chunk_size: int | None = None):
-        """Draw ``z ~ p_psi(z | x_O, b)`` and decode, for every row at once.
+    def where(self, fn, **kwargs) -> VAEACQuery:
+        """Add a soft condition; a new query (see :meth:`vaequery.Query.where`)."""
+        return VAEACQuery(self._query.where(fn, **kwargs))
+
+    def numpyro_model(self, row: int | None = None):
+        """The query as a NumPyro model (see :meth:`vaequery.Query.numpyro_model`).
 
         Parameters
         ----------
-        backend : {"vaeac"}
-            The only answer a VAEAC model gives (other names raise).
-        key : int or PRNG key
-            Same key, same answer.
-        num_draws : int
-            Draws per query.
-        chunk_size : int, optional
-            Rows computed together (bounds memory).
+        row : int, optional
 
         Returns
         -------
-        VAEACPosterior
+        (model_fn, kwargs)
+        """
+        return self._query.numpyro_model(row)
+
+    def _check_own(self):
+        q = self._query
+        others = "; infer('fullrank') or infer('nuts') answer it through the model's density"
+        if q.has_intervals:
+            r, c = np.argwhere(q.interval_mask)[0]
+            raise ValueError(
+                f"infer('vaeac') samples the prior network, which reads only point evidence; "
+                f"feature {self.model.schema.names[c]!r} has interval evidence in row {r}{others}"
+            )
+        if q.factors or q.derived:
+            raise ValueError(
+                "infer('vaeac') samples the prior network and answers neither soft constraints "
+                f"nor derived targets{others}"
+            )
+
+    def infer(
+        self,
+        backend="vaeac",
+        key=0,
+        *,
+        num_draws: int | None = None,
+        chunk_size: int | None = None,
+        **hyperparameters,
+    ):
+        """Answer every row at once: the prior network, or any density-based backend.
+
+        Parameters
+        ----------
+        backend : str or Backend
+            ``"vaeac"`` (default): draw ``z ~ p_psi(z | x_O, b)`` and decode.
+            Any other name runs that backend on the query's NumPyro model
+            (:meth:`vaequery.Query.infer`), started from the prior network;
+            backends that assume the prior ``N(0, I)`` are refused.
+        key : int or PRNG key
+            Same key, same answer.
+        num_draws : int, optional
+            Draws per query (``"vaeac"``: default 100; others: their default).
+        chunk_size : int, optional
+            Rows computed together (bounds memory).
+        **hyperparameters
+            The backend's settings (not for ``"vaeac"``).
+
+        Returns
+        -------
+        VAEACPosterior or vaequery.Posterior
         """
         from vaequery.train import _as_key
 
-        self._check(backend)
-        num_draws = _positive(num_draws, "num_draws")
+        if not (isinstance(backend, str) and backend in _BACKENDS):
+            return self._query.infer(
+                backend, key, num_draws=num_draws, chunk_size=chunk_size, **hyperparameters
+            )
+        if hyperparameters:
+            raise TypeError(
+                f"infer('vaeac') has no settings; got {sorted(hyperparameters)}. Accepted: "
+                "key, num_draws, chunk_size"
+            )
+        self._check_own()
+        num_draws = _positive(100 if num_draws is None else num_draws, "num_draws")
         key = _as_key(key)
         keys = jax.random.split(key, self.num_queries)
         z, loc, scale = _sample_rows(

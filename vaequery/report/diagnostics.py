@@ -41,8 +41,13 @@ def _proposal_draws(backend, target, state, keys, num_samples):
 
 
 @eqx.filter_jit
-def _decode_mean(likelihood, decode_fn, z):
-    return likelihood.mean(decode_fn(z))
+def _decode_mean(likelihood, decode_fn, z, x, cond):
+    """Decoded means of ``z [N, M, d]`` for each row's evidence ``x, cond [N, D]``."""
+    from vaequery.model import decode_row
+
+    return jax.vmap(lambda zr, xr, cr: likelihood.mean(decode_row(decode_fn, zr, xr, cr)))(
+        z, x, cond
+    )
 
 
 def importance_log_weights(post, num_samples, key):
@@ -245,5 +250,14 @@ def importance_resample(post, psis_smooth=True, num_draws=None, num_samples=None
     ).T
     z_new = np.take_along_axis(z, np.asarray(idx)[..., None], axis=1)
     model = post.query.model
-    x_model = np.asarray(_decode_mean(model.likelihood, model.decode_fn, jnp.asarray(z_new)))
+    q = post.query
+    x_model = np.asarray(
+        _decode_mean(
+            model.likelihood,
+            model.decode_fn,
+            jnp.asarray(z_new),
+            jnp.asarray(q.x, z_new.dtype),
+            jnp.asarray(q.observed_mask),
+        )
+    )
     return {"z": z_new, "x_model": x_model, "khat": np.asarray(khat), "key": k_pick}

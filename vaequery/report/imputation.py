@@ -31,6 +31,7 @@ def predictive_draws(post, key=None):
     import jax.numpy as jnp
 
     from vaequery._batch import as_key
+    from vaequery.model import decode_row
 
     query = post.query
     model = query.model
@@ -43,7 +44,9 @@ def predictive_draws(post, key=None):
 
     def one_row(key, zs, x_obs, obs):
         keys = jax.random.split(key, zs.shape[0])
-        x = jax.vmap(lambda kk, zz: model.likelihood.sample(kk, model.decode_fn(zz)))(keys, zs)
+        x = jax.vmap(
+            lambda kk, zz: model.likelihood.sample(kk, decode_row(model.decode_fn, zz, x_obs, obs))
+        )(keys, zs)
         return jnp.where(obs, x_obs, x)
 
     out = jax.jit(jax.vmap(one_row))(
