@@ -192,3 +192,23 @@ def test_default_options_leave_the_recipe_as_it_was(oracle_rows):
     assert not {"num_importance", "holdout", "tune", "encoder_mask", "beta"} & set(r)
     assert r["optimizer"].startswith("adam(")
     assert _model_units is not None
+
+
+def test_backends_hand_a_mask_reading_encoder_the_querys_own_mask():
+    """An observed exact 0 is observed: fill_zeros and VI starts pass the query's mask."""
+    from vaequery.decoder import MLPDecoder, MLPEncoder
+
+    D, d = 4, 2
+    enc = MLPEncoder(D, d, (8,), key=jax.random.key(0), mask_input=True)
+    dec = MLPDecoder(d, D, (8,), key=jax.random.key(1))
+    vae = vq.from_decoder(dec, d, D, encode_fn=enc)
+    x = np.array([[0.0, 1.5, np.nan, np.nan]])  # feature 0 observed at exactly 0
+    obs = np.array([True, True, False, False])
+    loc, scale = enc(jnp.asarray(np.nan_to_num(x[0]), jnp.float32), jnp.asarray(obs))
+    wrong, _ = enc(jnp.asarray(np.nan_to_num(x[0]), jnp.float32))  # reads x != 0 as the mask
+    assert np.abs(np.asarray(loc - wrong)).max() > 1e-3  # the two readings differ here
+    post = vae.given(x).infer("fill_zeros", num_draws=20000, key=0)
+    z = np.asarray(post.z)[0]
+    np.testing.assert_allclose(z.mean(0), loc, atol=4 * float(scale.max()) / np.sqrt(20000))
+    state = post.state
+    np.testing.assert_allclose(np.asarray(state["loc"])[0], loc, rtol=1e-5, atol=1e-6)

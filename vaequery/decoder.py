@@ -109,9 +109,10 @@ class MLPEncoder(eqx.Module):
     Unobserved inputs are zero-filled (the standardised mean) before encoding,
     as QAVI does when initialising from the encoder. With ``mask_input=True``
     the network also reads the observed mask (input ``[x, mask]``, ``2D``
-    wide), so a zero-filled entry is told apart from an observed zero; called
-    without ``mask`` (as the backends do) the mask is read off the zero-filled
-    row as ``x != 0``.
+    wide), so a zero-filled entry is told apart from an observed zero. The
+    backends hand it the query's mask (:func:`vaequery.model.encode_row`);
+    called without ``mask`` it reads the mask off the zero-filled row as
+    ``x != 0``.
     """
 
     net: eqx.nn.MLP

@@ -171,7 +171,7 @@ class Target(NamedTuple):
 
     def encode(self, row):
         """The encoder's ``(loc, scale) [d]`` for one row (see :func:`encode_row`)."""
-        return encode_row(self.encode_fn, row["x"], row.get("cond"))
+        return encode_row(self.encode_fn, row["x"], row.get("cond"), row.get("observed"))
 
     def loglik_fn(self, z, row):
         """``log p(x_O | z)`` for one row (log-density minus log-prior)."""
@@ -229,7 +229,7 @@ def decode_row(decode_fn, z, x, cond=None):
     return decode_fn(z)
 
 
-def encode_row(encode_fn, x, cond=None):
+def encode_row(encode_fn, x, cond=None, observed=None):
     """An encoder's ``(loc, scale) [d]`` for one row (the prior network for VAEAC models).
 
     Parameters
@@ -239,6 +239,11 @@ def encode_row(encode_fn, x, cond=None):
     x : array ``[D]``
         The row, model units, unobserved entries zero-filled.
     cond : bool array ``[D]``, optional
+        Required by an :class:`EvidenceConditional`.
+    observed : bool array ``[D]``, optional
+        The row's observed mask, handed to an encoder that reads it
+        (``MLPEncoder(mask_input=True)``); without it such an encoder reads
+        the mask off the zero-filled row as ``x != 0``.
 
     Returns
     -------
@@ -248,6 +253,8 @@ def encode_row(encode_fn, x, cond=None):
         if cond is None:
             raise ValueError("this model's encoder reads the evidence: pass cond=")
         return encode_fn.prior(x, cond)
+    if observed is not None and getattr(encode_fn, "mask_input", False):
+        return encode_fn(jnp.where(observed, x, 0.0), observed)
     return encode_fn(x)
 
 

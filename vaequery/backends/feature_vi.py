@@ -91,6 +91,7 @@ from vaequery.backends._base import Fit, VIBackend, register
 from vaequery.backends.gaussian import _schedule
 from vaequery.backends.hmc import fit_gaussian, gaussian_sample_and_log_prob
 from vaequery.likelihoods import Categorical, Mixed
+from vaequery.model import encode_row
 
 _HALF_LOG_2PIE = 0.5 * math.log(2 * math.pi * math.e)
 
@@ -184,7 +185,7 @@ class FeatureVI(VIBackend):
     def init_params(self, key, target, row):
         """``{"loc": [D], "log_scale": [D]}``: the decoded encoder code, scale 1."""
         x, observed = row["x"], row["observed"]
-        z0, _ = target.encode_fn(jnp.where(observed, x, 0.0))
+        z0, _ = encode_row(target.encode_fn, jnp.where(observed, x, 0.0), observed=observed)
         x0 = _decoder_mean(target, z0).astype(x.dtype)
         return {"loc": jnp.where(observed, x, x0), "log_scale": jnp.zeros_like(x)}
 
@@ -204,7 +205,8 @@ class FeatureVI(VIBackend):
         eps = jax.random.normal(key, (n * (D + d),), x_obs.dtype).reshape(n, D + d)
         x_m = params["loc"] + jnp.exp(params["log_scale"]) * eps[:, :D]
         x = jnp.where(observed, x_obs, x_m)
-        z_loc, z_scale = jax.vmap(target.encode_fn)(x)
+        full = jnp.ones(D, bool)  # completed rows: every feature is present
+        z_loc, z_scale = jax.vmap(lambda r: encode_row(target.encode_fn, r, observed=full))(x)
         z = z_loc + z_scale * eps[:, D:]
         return x, z, z_loc, z_scale
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from vaequery.backends._base import AmortizedBackend, bind_guide_network, register
 from vaequery.backends.gaussian import diag_gaussian_sample_and_log_prob
+from vaequery.model import encode_row
 
 
 @register("fill_zeros")
@@ -28,11 +29,12 @@ class FillZeros(AmortizedBackend):
 
     needs_encoder: ClassVar[bool] = True
 
-    def _encode(self, target, x):
-        return target.encode_fn(x)
+    def _encode(self, target, x, observed):
+        return encode_row(target.encode_fn, x, observed=observed)
 
     def row_state(self, target, row):
-        loc, scale = self._encode(target, jnp.where(row["observed"], row["x"], 0.0))
+        observed = row["observed"]
+        loc, scale = self._encode(target, jnp.where(observed, row["x"], 0.0), observed)
         return {"loc": loc, "log_scale": jnp.log(scale)}
 
     def sample_and_log_prob(self, state, key, n):
@@ -56,5 +58,5 @@ class RetunedEncoder(FillZeros):
     def bind(self, model):
         return bind_guide_network(self, model)[0]
 
-    def _encode(self, target, x):
-        return self.network(x)
+    def _encode(self, target, x, observed):
+        return encode_row(self.network, x, observed=observed)

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 
 from vaequery.backends._base import register
 from vaequery.backends.hmc import MCMCBackend, _check_int
+from vaequery.model import encode_row
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -90,7 +91,7 @@ class _EncoderDecoderGibbs(MCMCBackend):
         def step(carry, key, corrected):
             z, x = carry
             k_prop, k_acc, k_x = jax.random.split(key, 3)
-            loc, scale = target.encode_fn(x)
+            loc, scale = encode_row(target.encode_fn, x, observed=full)  # a completed row
             z_prop = loc + scale * jax.random.normal(k_prop, loc.shape, loc.dtype)
             if corrected:
                 lp_prop, lp = log_joint(z_prop, x), log_joint(z, x)
