@@ -209,6 +209,8 @@ def test_bad_input(trained):
         q.next_feature(backend=pm, method="lookahead", lookahead={"num_steps": 5})
     with pytest.raises(ValueError, match="strategy must be one of.*lookahead"):
         vq.acquire(vae, x[:2], budget=1, strategy="look")
+    with pytest.raises(ValueError, match="not an inference backend.*next_feature"):
+        q.infer("posterior_matching", guide="lookahead")
     other = LinearGaussian.random(0, num_features=5, latent_dim=2).vae()
     with pytest.raises(ValueError, match="trained for features"):
         other.given(np.full((1, 5), np.nan)).next_feature(method="lookahead", network=guide)

@@ -36,9 +36,17 @@ class PosteriorMatching(AmortizedBackend):
     def bind(self, model):
         bound, g = bind_guide_network(self, model)
         if not hasattr(g.network, "head"):
-            raise ValueError(
-                f"guide {self.guide!r} is a {g.kind!r} guide, not a partial encoder; "
+            from vaequery.backends._base import available
+
+            use = (
                 f"answer with infer({g.kind!r})"
+                if g.kind in available()
+                else "it is not an inference backend ("
+                + ("q.next_feature(method='lookahead')" if g.kind == "lookahead" else g.kind)
+                + ")"
+            )
+            raise ValueError(
+                f"guide {self.guide!r} is a {g.kind!r} guide, not a partial encoder; {use}"
             )
         return bound
 
