@@ -182,3 +182,22 @@ def test_imputation_and_resampling_decode_with_the_rows_evidence():
     )
     res = post.resample(num_draws=100, key=2)
     assert np.isfinite(res.x).all()
+
+
+def test_posteriors_pickle_and_save_with_their_vaeac_model(tmp_path):
+    """A Posterior on a VAEAC carries the VAEAC's own format; reloaded, it answers the same."""
+    import pickle
+
+    model, rows, obs, k, t = setup("B")
+    q = model.given(x1=rows[0, 1], x4=rows[0, 4], x0=vq.between(-1.0, 0.5)).predict("x2")
+    post = q.infer("gaussian", key=0, num_draws=50)
+    ll = post.log_likelihood(rows[:1], num_samples=200, key=1)
+    again = pickle.loads(pickle.dumps(post))
+    assert type(again.query.model).__name__ == "VAEACModel"
+    np.testing.assert_array_equal(again.x, post.x)
+    np.testing.assert_allclose(again.log_likelihood(rows[:1], num_samples=200, key=1), ll)
+    path = post.save(tmp_path / "post.vqpost")
+    loaded = vq.load_posterior(path)
+    assert type(loaded.query.model).__name__ == "VAEACModel"
+    np.testing.assert_array_equal(loaded.query.interval_mask, post.query.interval_mask)
+    np.testing.assert_array_equal(loaded.x, post.x)

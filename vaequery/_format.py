@@ -164,6 +164,8 @@ def model_files(vae) -> dict:
     Parameters
     ----------
     vae : vaequery.VAE
+        Or a model family with a ``_format_files()`` method returning its own
+        files (:class:`vaequery.models.VAEACModel`, ``HVAEModel``).
 
     Returns
     -------
@@ -175,6 +177,9 @@ def model_files(vae) -> dict:
     TypeError
         The model is not one this format stores (see the module docstring).
     """
+    own = getattr(vae, "_format_files", None)
+    if own is not None:  # a model family with its own format (VAEAC, HVAE)
+        return own()
     info = _describe(vae)
     files = {WEIGHTS_FILE: _leaves_bytes((vae.encode_fn, vae.decode_fn))}
     for name, guide in vae.guides.items():

@@ -304,6 +304,10 @@ class HVAEModel(VAE):
             (path / rel).write_bytes(data)
         return path
 
+    def _format_files(self) -> dict:
+        # what vaequery._format.model_files stores for this model
+        return hvae_files(self)
+
     def __reduce__(self):
         # through vaequery's own format (JSON and array bytes), as VAE does
         from vaequery.io import model_from_files

@@ -577,6 +577,10 @@ class VAEACModel:
             (path / rel).write_bytes(data)
         return path
 
+    def _format_files(self) -> dict:
+        # what vaequery._format.model_files stores for this model (posteriors included)
+        return vaeac_files(self)
+
     def __reduce__(self):
         # through vaequery's own format (JSON and array bytes), as VAE does
         from vaequery.io import model_from_files
