@@ -229,6 +229,17 @@ def test_bad_input_is_named(table):
         VAEImputer(backend_kwargs=[("num_steps", 3)]).fit(X)
 
 
+def test_train_kwargs_reach_vq_train(table):
+    X, _ = table
+    imp = VAEImputer(num_epochs=2, train_kwargs={"num_importance": 3, "weight_decay": 0.05})
+    recipe = imp.fit(X).model_.metadata["recipe"]
+    assert recipe["num_importance"] == 3 and recipe["weight_decay"] == 0.05
+    with pytest.raises(ValueError, match="train_kwargs sets \\['latent_dim'\\]"):
+        VAEImputer(num_epochs=0, train_kwargs={"latent_dim": 3}).fit(X)
+    with pytest.raises(TypeError, match="train_kwargs must be a dict"):
+        VAEImputer(train_kwargs=[("tune", True)]).fit(X)
+
+
 def test_pipeline_and_grid_search(oracle):
     # predict the last oracle feature from the others, 40 % of them missing
     _, x = oracle.sample(11, 200)

@@ -46,6 +46,24 @@ __all__ = ["VAEImputer"]
 _SEED_HIGH = np.iinfo(np.int32).max
 
 
+#: vq.train options VAEImputer passes itself (refused in ``train_kwargs``).
+_OWN_TRAIN_OPTIONS = frozenset(
+    {
+        "latent_dim",
+        "hidden",
+        "num_epochs",
+        "batch_size",
+        "learning_rate",
+        "patience",
+        "schema",
+        "key",
+        "progress",
+        "names",
+        "val_data",
+    }
+)
+
+
 class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Impute missing values (NaN) with a VAE's posterior given each row's observed values.
 
@@ -90,6 +108,14 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         variational backends); the posterior mean is averaged over them.
     backend_kwargs : dict, optional
         Hyper-parameters for the backend, e.g. ``{"num_steps": 200}``.
+    train_kwargs : dict, optional
+        Further options of :func:`vaequery.train` for a trained model, e.g.
+        the importance-weighted recipe for small incomplete tables
+        ``{"num_importance": 20, "encoder_mask": True, "weight_decay": 0.05}``
+        or ``{"tune": True}`` (``docs/imputation.md``). The options this
+        class sets itself (``latent_dim``, ``hidden``, ``num_epochs``,
+        ``batch_size``, ``learning_rate``, ``patience``, ``schema``, ``key``,
+        ``progress``) are refused here: use the parameters above.
     random_state : int, numpy RandomState or None, default None
         Seeds training and inference. ``fit`` draws two JAX seeds from it, so
         a fitted imputer always gives the same imputations for the same input.
@@ -139,6 +165,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         patience=30,
         num_draws=None,
         backend_kwargs=None,
+        train_kwargs=None,
         random_state=None,
         verbose=False,
     ):
@@ -154,6 +181,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.patience = patience
         self.num_draws = num_draws
         self.backend_kwargs = backend_kwargs
+        self.train_kwargs = train_kwargs
         self.random_state = random_state
         self.verbose = verbose
 
@@ -205,6 +233,11 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             raise TypeError(
                 f"backend_kwargs must be a dict of backend hyper-parameters or None, got "
                 f"{type(self.backend_kwargs).__name__} {self.backend_kwargs!r}"
+            )
+        if self.train_kwargs is not None and not isinstance(self.train_kwargs, dict):
+            raise TypeError(
+                f"train_kwargs must be a dict of vq.train options or None, got "
+                f"{type(self.train_kwargs).__name__} {self.train_kwargs!r}"
             )
         vf = self.validation_fraction
         if not isinstance(vf, numbers.Real) or not 0 <= vf < 1:
@@ -272,9 +305,17 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             X_fit, X_val = X, None
         D = X.shape[1]
         latent_dim = self.latent_dim or max(1, min(16, D // 2))
+        extra = dict(self.train_kwargs or {})
+        own = sorted(set(extra) & _OWN_TRAIN_OPTIONS)
+        if own:
+            raise ValueError(
+                f"train_kwargs sets {own}, which VAEImputer sets itself; use its parameters "
+                f"of those names instead (train_kwargs accepts the other options of vq.train)"
+            )
         return train(
             X_fit,
             X_val,
+            **extra,
             schema=schema,
             latent_dim=int(latent_dim),
             hidden=tuple(int(h) for h in self.hidden),
