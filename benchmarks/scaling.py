@@ -54,8 +54,11 @@ _COMPILE_EVENTS = (
 
 
 def hyperparameters(backend, steps, samples, warmup):
-    """The settings a backend runs with here (only those it has)."""
+    """The settings a backend runs with here (only those it has; none with ``--defaults``)."""
     from vaequery.backends import _base
+
+    if steps is None:
+        return {}
 
     fields = {f.name for f in _base._REGISTRY[backend].__dataclass_fields__.values() if f.init}
     want = {"num_steps": steps, "num_samples": samples, "num_warmup": warmup}
@@ -84,8 +87,15 @@ def worker(args):
     vae, source = breast_cancer_model()
     q = vae.given(random_queries(vae, args.n))
     hp = hyperparameters(args.backend, args.steps, args.samples, args.warmup)
+    from vaequery.backends import _base
+
+    cfg = _base.get(args.backend)
+    budget = {
+        k: getattr(cfg, k) for k in ("num_steps", "num_samples", "num_warmup") if hasattr(cfg, k)
+    }
     chunk = args.chunk if args.n > args.chunk else None
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    load_before = os.getloadavg()[0]
     spans.clear()  # loading the model traced a little: not this query's compile time
     t0 = time.perf_counter()
     if args.mode == "plain":
@@ -114,6 +124,7 @@ def worker(args):
                 "mode": args.mode,
                 "model": source,
                 "hyperparameters": hp,
+                "budget": budget,
                 "num_draws": args.draws,
                 "chunk_size": chunk if args.mode == "plain" else args.chunk,
                 "block_size": args.block if args.mode == "stream" else None,
@@ -123,6 +134,7 @@ def worker(args):
                 "queries_per_second": args.n / max(seconds - compile_s["t"], 1e-9),
                 "rss_before_mb": rss_before,
                 "peak_rss_mb": peak,
+                "load_average": [load_before, os.getloadavg()[0]],
                 "failed": failed,
             }
         )
@@ -151,12 +163,12 @@ def spawn(backend, n, args, mode="plain"):
         str(n),
         "--mode",
         mode,
-        "--steps",
-        str(args.steps),
-        "--samples",
-        str(args.samples),
-        "--warmup",
-        str(args.warmup),
+        *(
+            []
+            if args.defaults
+            else ["--steps", str(args.steps), "--samples", str(args.samples)]
+            + ["--warmup", str(args.warmup)]
+        ),
         "--draws",
         str(args.draws),
         "--chunk",
@@ -190,16 +202,26 @@ def main():
     ap.add_argument(
         "--max-seconds", type=float, help="skip a larger N past this (default 180; --quick 30)"
     )
-    ap.add_argument("--no-stream", action="store_true", help="skip the plain-vs-stream table")
+    ap.add_argument(
+        "--defaults",
+        action="store_true",
+        help="every backend at its own default budget; writes scaling_defaults.*",
+    )
+    ap.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="skip the plain-vs-stream table (always skipped with --defaults)",
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--backend", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="plain", help=argparse.SUPPRESS)
     args = ap.parse_args()
     q = args.quick
-    args.steps = args.steps or (20 if q else 50)
-    args.samples = args.samples or (8 if q else 10)
-    args.warmup = args.warmup or (30 if q else 100)
+    if not args.defaults and not (args.worker and args.steps is None):
+        args.steps = args.steps or (20 if q else 50)
+        args.samples = args.samples or (8 if q else 10)
+        args.warmup = args.warmup or (30 if q else 100)
     args.max_seconds = args.max_seconds or (30.0 if q else 180.0)
     if args.worker:
         return worker(args)
@@ -227,7 +249,7 @@ def main():
             last = rec
             _print(rec)
     stream_rows = []
-    if not args.no_stream:
+    if not (args.no_stream or args.defaults):
         n = max(sizes)
         for mode in ("plain", "stream"):
             rec = spawn("gaussian", n, args, mode)
@@ -240,6 +262,7 @@ def main():
         "benchmark": "scaling",
         "model": source,
         "quick": q,
+        "defaults": args.defaults,
         "settings": {
             "vi_steps": args.steps,
             "vi_samples": args.samples,
@@ -262,10 +285,11 @@ def main():
     }
     res = HERE / "results"
     res.mkdir(exist_ok=True)
-    (res / "scaling.json").write_text(json.dumps(out, indent=2))
+    stem = "scaling_defaults" if args.defaults else "scaling"
+    (res / f"{stem}.json").write_text(json.dumps(out, indent=2))
     md = _markdown(out)
-    (res / "scaling.md").write_text(md)
-    _plot(out, res / "scaling.png")
+    (res / f"{stem}.md").write_text(md)
+    _plot(out, res / f"{stem}.png")
     print(md)
 
 
@@ -284,24 +308,36 @@ def _print(rec):
 
 def _markdown(out):
     s = out["settings"]
+    if out.get("defaults"):
+        budget = "every backend at its own default budget (column `budget`)"
+        title = "Scaling with the number of queries at default budgets"
+    else:
+        budget = (
+            f"VI: T = {s['vi_steps']} steps, S = {s['vi_samples']} samples per step; MCMC: "
+            f"{s['mcmc_warmup']} warm-up steps"
+        )
+        title = "Scaling with the number of queries"
     md = [
-        f"# Scaling with the number of queries ({out['device']}, {out['cpu_count']} CPUs)",
+        f"# {title} ({out['device']}, {out['cpu_count']} CPUs)",
         "",
-        f"Model: {out['model']}. VI: T = {s['vi_steps']} steps, S = {s['vi_samples']} samples "
-        f"per step; MCMC: {s['mcmc_warmup']} warm-up steps; {s['num_draws']} draws kept per "
-        f"query; chunk_size = {s['chunk_size']:,} above that many rows. {out['note']} "
+        f"Model: {out['model']}. {budget}; {s['num_draws']} draws kept per query; chunk_size = "
+        f"{s['chunk_size']:,} above that many rows; sizes whose extrapolated time exceeds "
+        f"{s['max_seconds']:g} s are skipped and say so. {out['note']} "
         f"Total {out['total_seconds'] / 60:.1f} min.",
         "",
-        "| backend | N | compile s | answer s | queries/s | RSS before MB | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| backend | budget | N | compile s | answer s | queries/s | RSS before MB | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    budgets = {r["backend"]: r.get("budget") for r in out["rows"] if r.get("budget")}
     for r in out["rows"]:
+        b = budgets.get(r["backend"]) or {}
+        b = ", ".join(f"{k.replace('num_', '')} {v}" for k, v in b.items())
         if "skipped" in r or "error" in r:
             why = r.get("skipped") or "error: " + r["error"][:80]
-            md.append(f"| {r['backend']} | {r['n']:,} | | | {why} | | |")
+            md.append(f"| {r['backend']} | {b} | {r['n']:,} | | | {why} | | |")
             continue
         md.append(
-            f"| {r['backend']} | {r['n']:,} | {r['compile_seconds']:.2f} | "
+            f"| {r['backend']} | {b} | {r['n']:,} | {r['compile_seconds']:.2f} | "
             f"{r['answer_seconds']:.2f} | {r['queries_per_second']:,.1f} | "
             f"{r['rss_before_mb']:,.0f} | {r['peak_rss_mb']:,.0f} |"
         )
