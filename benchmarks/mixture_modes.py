@@ -27,9 +27,13 @@ Two oracle families, exact answers by quadrature or in closed form:
 estimator, weights frozen 200 steps, learning rates halved every 60 steps, no
 weight refit, Adam b2 0.999) and the IAF with its base fixed at the start and a
 randomly initialised flow. "uniform start" is the stratified mixture with its
-previous start (``init_design="uniform"``). ``--runs`` runs a subset of the labelled runs and
-merges them into an existing results/mixture_modes.json (the others' rows are
-kept, with the date they were measured). Writes results/mixture_modes.{json,md}.
+previous start (``init_design="uniform"``); "re-init at the start" the mixture
+before births (``reinit_design="start"``: collapsed components restart from the
+start's design instead of where the target outweighs the mixture). "fullrank
+(before)" is ``fullrank`` with optax's Adam b2 = 0.999 and the cosine decay to 1 %.
+``--runs`` runs a subset of the labelled runs and merges them into an existing
+results/mixture_modes.json (the others' rows are kept, with the date they were
+measured). Writes results/mixture_modes.{json,md}.
 
     python benchmarks/mixture_modes.py [--reps 3] [--runs mixture fullrank]
 """
@@ -44,6 +48,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from _common import RESULTS
 
 from vaequery.backends._base import register
@@ -214,9 +219,14 @@ def linear(backend, opts):
 RUNS = {
     "mixture (before)": ("mixture", MIXTURE_BEFORE),
     "mixture (uniform start)": ("mixture", {"init_design": "uniform"}),
+    "mixture (re-init at the start)": ("mixture", {"reinit_design": "start"}),
     "mixture": ("mixture", {}),
     "iaf (before)": ("iaf_fixed_base", IAF_BEFORE),
     "iaf": ("iaf", {}),
+    "fullrank (before)": (
+        "fullrank",
+        {"adam_b2": 0.999, "learning_rate": optax.cosine_decay_schedule(0.3, 300, alpha=0.01)},
+    ),
     "fullrank": ("fullrank", {}),
     "gaussian": ("gaussian", {}),
 }
@@ -226,36 +236,8 @@ def _fmt(v, spec):
     return "–" if v is None else format(v, spec)
 
 
-def main():
-    global REPS
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=1, help="replicas of each shape's 12 queries")
-    ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    ap.add_argument("--no-multimodal", action="store_true", help="linear-Gaussian oracles only")
-    args = ap.parse_args()
-    REPS = args.reps
-    t0 = time.time()
-    path = RESULTS / "mixture_modes.json"
-    res = json.loads(path.read_text()) if path.exists() and args.runs != list(RUNS) else {}
-    res.setdefault("multimodal", {})
-    res.setdefault("linear_gaussian", {})
-    res.setdefault("measured", {})
-    for label in res["linear_gaussian"]:
-        res["measured"].setdefault(label, "earlier release, reps 1")
-    stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    for label in args.runs:
-        name, opts = RUNS[label]
-        if label.startswith("mixture") and not args.no_multimodal:
-            res["multimodal"][label] = multimodal(name, opts)
-            print(label, json.dumps(res["multimodal"][label]), flush=True)
-        res["linear_gaussian"][label] = linear(name, opts)
-        print(label, json.dumps(res["linear_gaussian"][label]), flush=True)
-        res["measured"][label] = f"{stamp}, reps {REPS}"
-    res["seconds"] = time.time() - t0
-    res["load_average"] = os.getloadavg()
-    RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps(res, indent=2))
-
+def write_markdown(res):
+    """Write results/mixture_modes.md from the merged results ``res``."""
     lines = [
         "# Expressive VI families on exact oracles",
         "",
@@ -300,6 +282,39 @@ def main():
         f"Last call {res['seconds']:.0f} s; load average {res['load_average'][0]:.1f}.",
     ]
     (RESULTS / "mixture_modes.md").write_text("\n".join(lines) + "\n")
+
+
+def main():
+    global REPS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=1, help="replicas of each shape's 12 queries")
+    ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    ap.add_argument("--no-multimodal", action="store_true", help="linear-Gaussian oracles only")
+    args = ap.parse_args()
+    REPS = args.reps
+    t0 = time.time()
+    path = RESULTS / "mixture_modes.json"
+    res = json.loads(path.read_text()) if path.exists() and args.runs != list(RUNS) else {}
+    res.setdefault("multimodal", {})
+    res.setdefault("linear_gaussian", {})
+    res.setdefault("measured", {})
+    for label in res["linear_gaussian"]:
+        res["measured"].setdefault(label, "earlier release, reps 1")
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    for label in args.runs:
+        name, opts = RUNS[label]
+        if label.startswith("mixture") and not args.no_multimodal:
+            res["multimodal"][label] = multimodal(name, opts)
+            print(label, json.dumps(res["multimodal"][label]), flush=True)
+        res["linear_gaussian"][label] = linear(name, opts)
+        print(label, json.dumps(res["linear_gaussian"][label]), flush=True)
+        res["measured"][label] = f"{stamp}, reps {REPS}"
+    res["seconds"] = time.time() - t0
+    res["load_average"] = os.getloadavg()
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(res, indent=2))
+
+    write_markdown(res)
 
 
 if __name__ == "__main__":

@@ -215,3 +215,44 @@ def test_iaf_as_accurate_as_fullrank_on_gaussian_posteriors(gaussian_fits):
     # the means too, in posterior standard deviations
     d = out["iaf"][0] - mu
     assert np.sqrt(np.einsum("na,nab,nb->n", d, np.linalg.inv(P), d)).max() < 0.2
+
+
+# ---------------------------------------------------------------------------
+# Re-initialisation of collapsed components ("birth"). With collapsed components
+# restarted from the start's design (near the prior's centre), one four-mode
+# query in 36 kept a quadrant empty (benchmarks/results/mixture_modes.md: a
+# component restarted at step 100 sits where the evidence on z1 is flat and
+# rolls to an occupied mode or to the saddle between two). A birth puts it where
+# log p(x_O, z) - log q(z) is largest among draws from the start: in the empty
+# quadrant. Checked on a hand-built mixture covering three of the four exact
+# modes (z1 = +-sqrt(0.36), z2 = +-sqrt(3.1), from the grid), two components
+# collapsed: the first birth lands in the missing quadrant, near its mode.
+
+
+def test_collapsed_components_are_reborn_in_a_missed_mode():
+    from vaequery.backends.mixture import Mixture
+    from vaequery.fit import prepare
+
+    o = GridOracle2D.multimodal()
+    x = np.full((1, o.num_features), np.nan)
+    x[0, 0], x[0, 4] = 0.36, 3.1  # z1^2 and z2^2: one mode per quadrant
+    mean, _ = o.posterior(np.nan_to_num(x), ~np.isnan(x))
+    assert np.abs(mean).max() < 0.05  # four symmetric modes
+    half, quad = o.quadrant_masses(np.nan_to_num(x), ~np.isnan(x))
+    assert np.allclose(quad, 0.25, atol=0.01)
+    backend, target, keys, *_ = prepare(o.vae().given(x), "mixture", 0, None, None, {})
+    row = jax.tree.map(lambda a: a[0], target.data)
+    modes = np.array([[0.6, 1.76], [-0.6, 1.76], [0.6, -1.76]])  # (-, -) is missed
+    loc = np.concatenate([np.repeat(modes, [3, 3, 2], 0), [[0.0, 0.4], [0.3, 0.0]]])
+    log_scale = np.log(np.concatenate([np.full((8, 2), 0.06), np.ones((2, 2))]))
+    logits = np.log(np.concatenate([np.full(8, 0.125), [1e-4, 1e-4]]))
+    params = {"loc": loc, "log_scale": log_scale, "logits": logits}
+    params = jax.tree.map(lambda a: jax.numpy.asarray(a, "float32"), params)
+    for design, found in [("birth", True), ("start", False)]:
+        b = Mixture(reinit_design=design)
+        state = b.init_state(jax.random.key(0), target, row)._replace(params=params)
+        new = b.after_step(state, 20, jax.random.key(1), target, row).params
+        born = np.asarray(new["loc"][8:])
+        assert np.allclose(new["loc"][:8], loc[:8]) and np.allclose(new["logits"], 0.0)
+        in_missed = (born[:, 0] < 0) & (born[:, 1] < -1.2)
+        assert in_missed[0] == found, (design, born.round(2).tolist())

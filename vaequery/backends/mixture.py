@@ -101,7 +101,7 @@ stationary point of the decoder that is no mode (held-out oracle x₀ = z₁(z�
 half still smooths over such points. Measured (``benchmarks/mixture_modes.py``,
 36 queries per shape): queries with a mode-mass error above 0.1 over nine shapes
 (the seven above, the three-mode line and a rotated four-mode pattern, these two
-held out) fell from 19 of 324 to 6 (four modes 6 → 1, rotated four 8 → 1, ring
+held out) fell from 19 of 324 to 5 (four modes 6 → 1, rotated four 8 → 1, ring
 2 → 1, thin ring 2 → 1, mean IWAE gap of the thin ring 0.29 → 0.22). Not
 adopted: all components narrow (7, six of them whole modes lost on the held-out
 line); axis-aligned sign patterns at the
@@ -109,12 +109,62 @@ prior's width (13 on the four-mode, thin-ring and rotated shapes, as before);
 the same patterns with narrow components (four modes 0 of 36, but rotated four
 5: tuned to the axes).
 ``init_design="uniform"`` is the previous start (every component at the
-encoder's width, offsets ``init_spread * U(-1, 1)``). At steps 0, 20, ..., 100,
-if a weight fell below 0.01, all logits are reset to 0 and the collapsed
-components get fresh means and scales from the same design (and zeroed Adam
-moments). Re-initialising duplicate components (same mean within one scale)
-instead cut four-mode misses too but widened the thin ring's IWAE gap (0.26 →
-0.38), and was not adopted.
+encoder's width, offsets ``init_spread * U(-1, 1)``). Spreading all ``K``
+directions together (narrow and wide alternating) instead of each half on its
+own: four modes 1 → 0 misses of 36, but rotated four 1 → 3 and thin ring 1 → 6;
+not adopted.
+
+Re-initialisation: births (``reinit_design="birth"``). At steps 0, 20, ...,
+100, if a weight fell below 0.01, all logits are reset to 0 and each collapsed
+component is reborn where the target most outweighs the mixture: among
+``num_samples`` draws from the start (the prior without an encoder), the one
+with the largest :math:`\log p(x_O, z) - \log q(z)`, :math:`q` the mixture of
+the kept components (and of the components reborn before it, so a later birth
+sees the earlier ones), at ``init_narrow_scale`` times the start's width;
+its Adam moments are zeroed. Why: with ``reinit_design="start"`` (the previous
+rule) a collapsed component restarts from the start's design, near the prior's
+centre, where on the four-mode shape the evidence on a weakly observed
+coordinate is flat; restarted at step 100 it rolled to an occupied mode or to
+the saddle between two (traced on the one four-mode query of 36 that kept a
+quadrant empty). A missed mode is where :math:`p/q` is largest, so a birth lands
+in it. Cost: ``num_samples`` model evaluations at each of the six
+re-initialisation steps (under 1 % of a run). Measured
+(``benchmarks/mixture_modes.py``, 36 queries per shape, nine shapes, the
+benchmark's seed): queries with a mode mass error above 0.1 went 5 → 2 (four
+modes 1 → 0, and on the held-out shapes three on a line 1 → 0, rotated four
+1 → 0; ring and thin ring 1 each, as before); with a second seed 6 → 6 (three on
+a line 1 → 0, thin ring 3 → 4; a rotated-four query kept a quadrant empty
+with either rule). So births help, but less than one seed suggests: 11 → 8 of
+648 over the two seeds. No shape's mean mass error or mean IWAE gap moved
+beyond the seed-to-seed spread; linear-Gaussian variance ratios unchanged (1.09,
+1.08, 1.09). Known weakness, traced on that rotated-four query: far from every
+component :math:`\log q` falls faster than :math:`\log p`, so a birth can land
+where q's tails are thinnest rather than where the target's mass is (there
+far off every mode, at steps 20-100; the components then collapsed again).
+Flooring q at the newborn's own density (score
+:math:`\log p - \log(q + \mathcal N(c; c, w^2)/K)`) fixed that query but
+erased the difference between covered and uncovered candidates elsewhere:
+8 misses at the benchmark's seed, not adopted.
+Re-initialising duplicate components (same mean within one scale) at the
+start's design cut four-mode misses too but widened the thin ring's IWAE gap
+(0.26 → 0.38), and was not adopted.
+
+The thin ring (x₀ = z₁² + z₂², σ = 0.1) is beyond ten diagonal components, and
+the cause is the family, not the optimiser: the ring's width is σ/(2r) (0.025
+at r = 2), and a diagonal Gaussian can be long only along an axis, so where
+the ring runs at 45° a component can be no longer than the ring is wide. The
+fitted components gather where the ring runs along an axis (traced: at 0°,
+90°, 180°, 270°, up to three each), the arcs between stay uncovered, and the
+IWAE gap is about −log of the covered share: 0 for r ≤ 1.1, 0.4-0.8 nats at
+r ≈ 2. Its mean over the 36 queries is 0.22-0.33 nats with either
+re-initialisation, depending on the seed (three seeds: 0.28 on average with
+restarts at the start, 0.26 with births). More components help slowly (12
+queries, ``S = 100``, restarts at the start: ``K = 20`` 0.18, ``K = 40`` 0.09
+with 0.37 at r = 2), at a higher cost of the weight refit and of ``log q``
+(``K × S`` terms); ``K`` stays 10. The issue's goal (0.1 nats per query) would
+need components that can turn (full covariance) and still about 20 of them at
+r = 2 (a component can follow the curved ring only over an arc of about
+:math:`2\sqrt{2 r\,\sigma/(2r)}`).
 ``S = 100``, ``T = 300``. L-BFGS is not offered: the estimators are stochastic
 by design.
 """
@@ -138,6 +188,8 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 ESTIMATORS = ("stratified", "implicit")
 #: Initial component designs of the ``"mixture"`` backend (module docstring).
 INIT_DESIGNS = ("spread", "uniform")
+#: Where the ``"mixture"`` backend re-initialises collapsed components.
+REINIT_DESIGNS = ("birth", "start")
 
 
 def mixture_log_prob(params, z):
@@ -249,6 +301,10 @@ class Mixture(VIBackend):
         ``0, reinit_every, ..., reinit_until`` (-1: never).
     reinit_threshold : float, default 0.01
         A component whose weight is below this has collapsed.
+    reinit_design : {"birth", "start"}, default "birth"
+        Where a collapsed component restarts: ``"birth"`` at the draw from the
+        start with the largest ``log p(x_O, z) - log q(z)`` (module
+        docstring), ``"start"`` from the start's design (the previous rule).
     init_spread : float, default 0.3
         Size of the initial offsets from the start's mean, in units of the
         start's scale (the encoder's, 1 without an encoder) per coordinate.
@@ -280,6 +336,7 @@ class Mixture(VIBackend):
     init_spread: float = 0.3
     init_design: str = "spread"
     init_narrow_scale: float = 0.3
+    reinit_design: str = "birth"
 
     def __check_init__(self):
         _check_int("num_components", self.num_components, 1)
@@ -298,6 +355,10 @@ class Mixture(VIBackend):
             )
         if self.init_design not in INIT_DESIGNS:
             raise ValueError(f"init_design must be one of {INIT_DESIGNS}, got {self.init_design!r}")
+        if self.reinit_design not in REINIT_DESIGNS:
+            raise ValueError(
+                f"reinit_design must be one of {REINIT_DESIGNS}, got {self.reinit_design!r}"
+            )
         if not (isinstance(self.init_narrow_scale, (int, float)) and self.init_narrow_scale > 0):
             raise ValueError(
                 f"init_narrow_scale must be a number > 0, got {self.init_narrow_scale!r}"
@@ -436,21 +497,64 @@ class Mixture(VIBackend):
         return dict(params, logits=jnp.where(ok, logw, params["logits"]))
 
     # ------------------------------------------------------------ re-init
+    def _births(self, key, params, reset, target, row):
+        """Means and log-scales ``[K, d]`` for the components in ``reset`` (``"birth"``).
+
+        ``num_samples`` candidates from the start (mean and scale of the
+        encoder, or the prior); each collapsed component in turn takes the
+        candidate with the largest ``log p(x_O, z) - log q(z)``, ``q`` the
+        mixture of the kept components and of those placed before it (weight
+        ``1/K`` each), at ``init_narrow_scale`` times the start's width.
+        """
+        K = self.num_components
+        loc0, log_scale0 = self.start_loc_log_scale(target, row)
+        d = loc0.shape[-1]
+        cand = loc0 + jnp.exp(log_scale0) * jax.random.normal(key, (self.num_samples, d))
+        log_joint = beta_log_joint(cand, target, row, self.beta)
+        log_scale_new = log_scale0 + math.log(self.init_narrow_scale)
+        loc, log_scale = params["loc"], params["log_scale"]
+
+        def log_comp(m, ls):  # [S] log N(cand; m, diag e^{2 ls})
+            u = (cand - m) * jnp.exp(-ls)
+            return jnp.sum(-0.5 * u**2 - ls - _LOG_SQRT_2PI, -1)
+
+        kept = jnp.where(reset, -jnp.inf, jax.nn.log_softmax(params["logits"]))
+        log_q = logsumexp(kept + jax.vmap(log_comp)(loc, log_scale).T, -1)  # [S]
+
+        def place(log_q, xs):
+            k_reset, m_old, ls_old = xs
+            score = log_joint - self.beta * log_q
+            best = cand[jnp.argmax(jnp.where(jnp.isnan(score), -jnp.inf, score))]
+            m = jnp.where(k_reset, best, m_old)
+            ls = jnp.where(k_reset, log_scale_new, ls_old)
+            added = jnp.logaddexp(log_q, log_comp(m, ls) - math.log(K))
+            return jnp.where(k_reset, added, log_q), (m, ls)
+
+        _, (new_loc, new_ls) = jax.lax.scan(place, log_q, (reset, loc, log_scale))
+        return new_loc, new_ls
+
     def after_step(self, state, i, key, target, row):
         params = state.params
         weights = jax.nn.softmax(params["logits"])
         collapsed = weights < self.reinit_threshold
         step_due = (i % self.reinit_every == 0) & (i <= self.reinit_until)
         due = step_due & jnp.any(collapsed)
+        reset = due & collapsed  # [K]
+        if self.reinit_design == "birth":
+            fresh = self._births
+        else:
+
+            def fresh(k, params, reset, target, row):
+                return self._init_components(k, target, row)
+
         # ``i`` is the same for every row, so this stays a branch under vmap: the
-        # fresh design is only computed at the few re-initialisation steps
+        # fresh components are only computed at the few re-initialisation steps
         fresh_loc, fresh_ls = jax.lax.cond(
             step_due,
-            lambda k: self._init_components(k, target, row),
+            lambda k: fresh(k, params, reset, target, row),
             lambda k: (params["loc"], params["log_scale"]),
             key,
         )
-        reset = due & collapsed  # [K]
 
         def rows(new, old):
             return jnp.where(reset[:, None], new, old)
