@@ -142,13 +142,32 @@ def save(vae, path) -> Path:
     """
     files = model_files(vae)
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     guides_dir = path / GUIDES_DIR
     if guides_dir.is_dir():  # guides of an earlier save must not outlive it
         import shutil
 
         shutil.rmtree(guides_dir)
-    # model.json last: a folder interrupted mid-save has no (stale) model.json
+    return write_folder(path, files)
+
+
+def write_folder(path, files: dict) -> Path:
+    """Write ``{relative path: bytes}`` into the folder ``path`` (created if needed).
+
+    ``model.json`` is written last, so a folder interrupted mid-save has no
+    (stale) ``model.json``. Used by every model family's and guide's ``save``.
+
+    Parameters
+    ----------
+    path : str or Path
+    files : dict of str to bytes
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     for name in sorted(files, key=lambda n: n == MODEL_FILE):
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_bytes(files[name])
@@ -249,11 +268,7 @@ def save_guide(guide, path) -> Path:
     -------
     Path
     """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for name, data in _guide_files(guide).items():
-        (path / name).write_bytes(data)
-    return path
+    return write_folder(path, _guide_files(guide))
 
 
 def _guide_files(guide) -> dict:

@@ -295,14 +295,9 @@ class HVAEModel(VAE):
             The networks are not vaequery's :class:`MLPHierarchy` and
             :class:`~vaequery.decoder.MLPDecoder` (e.g. a linear test model).
         """
-        from pathlib import Path
+        from vaequery._format import write_folder
 
-        path = Path(path)
-        files = hvae_files(self)
-        path.mkdir(parents=True, exist_ok=True)
-        for rel, data in files.items():
-            (path / rel).write_bytes(data)
-        return path
+        return write_folder(path, hvae_files(self))
 
     def _format_files(self) -> dict:
         # what vaequery._format.model_files stores for this model

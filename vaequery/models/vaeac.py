@@ -569,13 +569,9 @@ class VAEACModel:
         Path
             The folder written; read it back with :func:`vaequery.load`.
         """
-        from pathlib import Path
+        from vaequery._format import write_folder
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        for rel, data in vaeac_files(self).items():
-            (path / rel).write_bytes(data)
-        return path
+        return write_folder(path, vaeac_files(self))
 
     def _format_files(self) -> dict:
         # what vaequery._format.model_files stores for this model (posteriors included)
